@@ -1,0 +1,107 @@
+"""The one interface every LLM back end implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from rise_gym.spaces import Conversation
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample completions.
+
+    Attributes:
+        max_new_tokens: Most tokens generated per completion.
+        temperature: 0.0 means greedy decoding.
+        top_p: Nucleus-sampling mass (1.0 disables it).
+        n: Completions per conversation.
+        stop: Strings that end a completion (not included in the text).
+        seed: Seed for sampling; None draws fresh randomness.
+    """
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    n: int = 1
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+        if self.n > 1 and self.temperature == 0:
+            raise ValueError(
+                f"n={self.n} greedy samples would be identical; set temperature > 0 (e.g. 0.7)"
+            )
+
+
+@dataclass
+class Completion:
+    """One generated completion.
+
+    Attributes:
+        text: The generated text (stop string excluded).
+        num_tokens: Tokens generated.
+        mean_logprob: Mean log-probability of the generated tokens, when the back end
+            provides it.
+        finish_reason: ``"stop"`` (end of sequence or stop string) or ``"length"``.
+    """
+
+    text: str
+    num_tokens: int
+    mean_logprob: float | None = None
+    finish_reason: str = "stop"
+
+
+@dataclass
+class Generation:
+    """The ``n`` completions produced for one conversation."""
+
+    completions: list[Completion] = field(default_factory=list)
+
+    @property
+    def texts(self) -> list[str]:
+        """The completions' texts, in order."""
+        return [completion.text for completion in self.completions]
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens generated over all completions."""
+        return sum(completion.num_tokens for completion in self.completions)
+
+
+class LLM(ABC):
+    """A language model that continues chat conversations in batches."""
+
+    name: str = "llm"
+
+    @abstractmethod
+    def generate(
+        self,
+        conversations: Sequence[Conversation],
+        params: SamplingParams,
+        *,
+        adapter: str | None = None,
+    ) -> list[Generation]:
+        """Generate ``params.n`` completions for each conversation in one batched call.
+
+        Args:
+            conversations: Chat conversations; each ends with a user message.
+            params: Sampling parameters.
+            adapter: Path of a PEFT LoRA adapter to apply, if the back end supports it.
+
+        Returns:
+            One `Generation` per conversation, in order.
+        """
+
+    def close(self) -> None:
+        """Release resources (GPU memory, connections); the default does nothing."""

