@@ -44,9 +44,9 @@ class FunctionAgent:
     """Wrap a plain function ``conversation -> response`` as an agent.
 
     Example:
-        >>> agent = FunctionAgent(lambda conversation: "\\\\boxed{4}", name="always-four")
+        >>> agent = FunctionAgent(lambda conversation: "4", name="always-four")
         >>> agent.act([[{"role": "user", "content": "2+2?"}]])[0].text
-        '\\\\boxed{4}'
+        '4'
     """
 
     def __init__(self, respond: Callable[[Conversation], str], name: str | None = None):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -83,7 +86,46 @@ class EpisodeRecord:
             samples = turn.get("samples")
             turns.append(
                 TurnRecord(
-                    **{**turn, "samples": None if samples is None else [Sample(**s) for s in samples]}
+                    **{
+                        **turn,
+                        "samples": None if samples is None else [Sample(**s) for s in samples],
+                    }
                 )
             )
         return cls(**{**data, "turns": turns})
+
+
+def read_records(path: str | os.PathLike[str]) -> list[EpisodeRecord]:
+    """Read the episode records of a JSONL file; a missing file holds none.
+
+    A last line cut short by an interruption is ignored (its episode is redone on
+    resume); a malformed line elsewhere raises `ValueError` naming the line.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(EpisodeRecord.from_dict(json.loads(line)))
+        except (json.JSONDecodeError, TypeError) as error:
+            if number == len(lines):
+                break
+            raise ValueError(
+                f"{path}:{number} is not an episode record ({error}); "
+                "delete the file or pick another output path"
+            ) from error
+    return records
+
+
+def append_record(path: str | os.PathLike[str], record: EpisodeRecord) -> None:
+    """Append one record to a JSONL file as a single flushed line."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())

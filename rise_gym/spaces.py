@@ -19,7 +19,7 @@ Conversation = list[Message]
 """A conversation: the chat messages so far, oldest first."""
 
 ROLES = ("system", "user", "assistant")
-_SAMPLE_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789 .,+-*/=()#\\{}$\n" "éß∑√π→你好"
+_SAMPLE_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789 .,+-*/=()#\\{}$\néß∑√π→你好"
 
 
 class FreeText(Space[str]):
@@ -33,7 +33,9 @@ class FreeText(Space[str]):
         False
     """
 
-    def __init__(self, max_length: int = 1_000_000, *, seed: int | np.random.Generator | None = None):
+    def __init__(
+        self, max_length: int = 1_000_000, *, seed: int | np.random.Generator | None = None
+    ):
         """Create the space.
 
         Args:

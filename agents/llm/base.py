@@ -103,5 +103,5 @@ class LLM(ABC):
             One `Generation` per conversation, in order.
         """
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (optional hook, not abstract)
         """Release resources (GPU memory, connections); the default does nothing."""

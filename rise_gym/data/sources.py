@@ -96,10 +96,10 @@ def resolve_rows(
             )
         return _report(DataSource(read_rows(path), f"local file {path}"), dataset, split)
     if package_file is not None:
-        path = locate_package_file(package_file)
-        if path is not None:
-            origin = f"package {package_file.module}: {path}"
-            return _report(DataSource(read_rows(path), origin), dataset, split)
+        shipped = locate_package_file(package_file)
+        if shipped is not None:
+            origin = f"package {package_file.module}: {shipped}"
+            return _report(DataSource(read_rows(shipped), origin), dataset, split)
     if hub is not None:
         rows = _load_from_hub(hub)
         if rows is not None:

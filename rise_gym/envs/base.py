@@ -30,11 +30,14 @@ class Grade:
         answer: What was extracted from the response (final answer or program), or None.
         feedback: Text an environment may show the model before its next attempt
             (e.g. the failing unit test); empty when there is none.
+        gradable: False when the problem's own reference could not be parsed: such a
+            turn is reported and left out of the metrics, never counted as wrong.
     """
 
     correct: bool
     answer: str | None
     feedback: str = ""
+    gradable: bool = True
 
 
 class MultiTurnEnv(gym.Env[Conversation, str]):
@@ -51,7 +54,7 @@ class MultiTurnEnv(gym.Env[Conversation, str]):
     (`prompt_template`) and the grader (`grade`).
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"]}
+    metadata: dict[str, Any] = {"render_modes": ["ansi"]}
     default_prompt_template: ClassVar[str] = "{question}"
 
     def __init__(
@@ -172,7 +175,7 @@ class MultiTurnEnv(gym.Env[Conversation, str]):
         Returns:
             ``(observation, reward, terminated, truncated, info)``; info holds
             ``problem_id``, ``turn`` (1-based), ``answer`` (extracted), ``correct``,
-            ``reference`` and ``feedback``.
+            ``reference``, ``feedback`` and ``gradable``.
         """
         if self._problem is None:
             raise EpisodeNotStarted("step() was called before reset(); call env.reset() first")
@@ -200,6 +203,7 @@ class MultiTurnEnv(gym.Env[Conversation, str]):
             "correct": grade.correct,
             "reference": self._problem.answer,
             "feedback": grade.feedback,
+            "gradable": grade.gradable,
         }
         return observation, reward, terminated, truncated, info
 

@@ -1,0 +1,76 @@
+"""Evaluate one agent on one environment: roll out, then compute the RISE metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agents.base import Agent
+from agents.rollout import rollout
+from rise_gym.metrics import Estimate, summarize
+from rise_gym.records import EpisodeRecord
+
+
+@dataclass
+class Evaluation:
+    """The outcome of `evaluate`.
+
+    Attributes:
+        env_id: The environment evaluated on.
+        agent: The agent's name.
+        metrics: Figures by name (``p1@t1`` ... ``m1@t5``, ``m5@t1``, ...).
+        records: Every episode record.
+    """
+
+    env_id: str
+    agent: str
+    metrics: dict[str, Estimate]
+    records: list[EpisodeRecord]
+
+
+def evaluate(
+    env_id: str,
+    agent: Agent,
+    *,
+    num_problems: int,
+    max_turns: int = 5,
+    seed: int = 0,
+    env_kwargs: dict[str, Any] | None = None,
+    output: str | Path | None = None,
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> Evaluation:
+    """Run ``agent`` on the first ``num_problems`` problems without an oracle and score it.
+
+    Episodes run all ``max_turns`` turns (no oracle stop), so both p1@tk (any of the
+    first k answers correct) and m1@tk (majority of the first k answers) come from the
+    same records; agents that record parallel samples also get mk@t1 and pk@t1.
+
+    Args:
+        env_id: A registered environment id.
+        agent: The agent.
+        num_problems: Problems to evaluate on.
+        max_turns: Turns per episode (parallel-sampling agents always play one).
+        seed: Seed of the episodes.
+        env_kwargs: Extra keyword arguments for ``gym.make``.
+        output: JSONL file of episode records (resumable).
+        batch_size: Most observations per ``agent.act`` call.
+        progress: Show a progress bar.
+
+    Returns:
+        The metrics and the records.
+    """
+    kwargs = {**(env_kwargs or {}), "max_turns": max_turns, "stop_on_correct": False}
+    records = rollout(
+        env_id,
+        agent,
+        num_episodes=num_problems,
+        seed=seed,
+        env_kwargs=kwargs,
+        output=output,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    turns = 1 if getattr(agent, "single_turn", False) else max_turns
+    return Evaluation(env_id, agent.name, summarize(records, max_turns=turns), records)

@@ -1,0 +1,223 @@
+"""The RISE agent: collect multi-turn rollouts, relabel, train with RWR, repeat."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+from agents.rise.examples import WeightedExample
+from agents.rise.rwr import rwr_weight
+from agents.rise.train import TrainingConfig, train_rwr
+
+from agents.evaluate import evaluate
+from agents.llm.base import LLM, SamplingParams
+from agents.rise.config import RISEConfig
+from agents.rise.relabel import (
+    Candidate,
+    VisitedState,
+    degrades,
+    pick_best,
+    replay_states,
+    select_actions,
+)
+from agents.rollout import rollout
+from agents.sequential import SequentialRetry
+from rise_gym.envs.base import MultiTurnEnv
+
+logger = logging.getLogger(__name__)
+
+
+class RISEAgent(SequentialRetry):
+    """A model that improves its answer over turns, trained with RISE.
+
+    As an agent it answers like `SequentialRetry` with its current adapter, so the
+    leaderboard compares it directly with the other agents. `learn` runs the optional
+    boost phase and then ``config.iterations`` RISE iterations; each writes, under
+    ``config.output_dir``, its rollouts and relabelled states (JSONL), its adapter
+    (standard PEFT format) and its held-out metrics (JSON). An interrupted `learn`
+    resumes from the last finished step.
+
+    Training data is aggregated: every iteration trains a fresh adapter from the base
+    model on the boost examples and on the examples of all iterations so far.
+    """
+
+    name = "rise"
+
+    def __init__(
+        self,
+        llm: LLM,
+        base_model: str | Path,
+        config: RISEConfig | None = None,
+        training: TrainingConfig | None = None,
+        *,
+        params: SamplingParams | None = None,
+        expert: LLM | None = None,
+        adapter: str | None = None,
+        name: str | None = None,
+    ):
+        """Create the agent.
+
+        Args:
+            llm: The back end used for rollouts and answers; it must accept adapters.
+            base_model: Path (or hub id) of the weights the adapters are trained on;
+                the same model ``llm`` serves.
+            config: The RISE configuration.
+            training: The RWR training configuration (LoRA by default).
+            params: Sampling parameters of the agent's answers (default: greedy).
+            expert: The expert LLM for ``improvement="expert"`` (distillation).
+            adapter: Start from this adapter (e.g. a finished run's).
+            name: Overrides the default name.
+        """
+        config = config or RISEConfig()
+        if config.improvement == "expert" and expert is None:
+            raise ValueError("improvement='expert' needs an expert LLM: pass expert=make_llm(...)")
+        params = params or SamplingParams(max_new_tokens=config.max_new_tokens)
+        super().__init__(llm, params, adapter=adapter, name=name)
+        self.base_model = str(base_model)
+        self.config = config
+        self.training = training or TrainingConfig()
+        self.expert = expert
+        self.history: list[dict[str, Any]] = []
+
+    def learn(self, env_id: str, env_kwargs: dict[str, Any] | None = None) -> RISEAgent:
+        """Boost, then run the RISE iterations on ``env_id``'s train split.
+
+        Args:
+            env_id: A registered environment id; its ``train`` split is used for
+                collection and its ``test`` split for evaluation.
+            env_kwargs: Extra keyword arguments for ``gym.make`` (not split/max_turns).
+
+        Returns:
+            The agent itself, now answering with the last iteration's adapter.
+        """
+        env_kwargs = dict(env_kwargs or {})
+        examples: list[WeightedExample] = []
+        if self.config.boost:
+            examples += self._boost_examples(env_id, env_kwargs)
+            self.adapter = self._train(examples, self.config.output_dir / "boost")
+            self._evaluate(env_id, env_kwargs, self.config.output_dir / "boost")
+        for iteration in range(1, self.config.iterations + 1):
+            folder = self.config.output_dir / f"iteration-{iteration}"
+            states = self._collect(env_id, env_kwargs, folder)
+            examples += [
+                WeightedExample(
+                    state.conversation, action.response, rwr_weight(action.reward, self.config.tau)
+                )
+                for state in states
+                for action in select_actions(state, self.config.data_filter)  # type: ignore[arg-type]
+            ]
+            self.adapter = self._train(examples, folder)
+            self._evaluate(env_id, env_kwargs, folder)
+        return self
+
+    # ---- the steps ---------------------------------------------------------------
+
+    def _boost_examples(self, env_id: str, env_kwargs: dict[str, Any]) -> list[WeightedExample]:
+        """SFT examples: each training problem's opening prompt and reference solution."""
+        env = self._env(env_id, env_kwargs, split="train")
+        examples = []
+        for index, problem in enumerate(env.problems[: self.config.boost_problems]):
+            if problem.solution:
+                observation, _ = env.reset(options={"index": index})
+                examples.append(
+                    WeightedExample(observation, problem.solution, rwr_weight(1.0, self.config.tau))
+                )
+        if not examples:
+            raise ValueError(
+                f"{env_id} has no reference solutions for the boost phase; set boost=False"
+            )
+        return examples
+
+    def _collect(self, env_id: str, env_kwargs: dict[str, Any], folder: Path) -> list[VisitedState]:
+        """On-policy rollouts on the train split, then an improved action at every state."""
+        states_file = folder / "states.jsonl"
+        if states_file.exists():
+            return [
+                _state_from_dict(json.loads(line)) for line in states_file.read_text().splitlines()
+            ]
+        env_kwargs = {**env_kwargs, "split": "train", "history_window": self.config.history_window}
+        learner = SequentialRetry(
+            self.llm,
+            replace(
+                self.params, temperature=self.config.rollout_temperature, seed=self.config.seed
+            ),
+            adapter=self.adapter,
+            name=f"{self.name}-collect",
+        )
+        records = rollout(
+            env_id,
+            learner,
+            num_episodes=self.config.train_problems,
+            seed=self.config.seed,
+            env_kwargs={**env_kwargs, "max_turns": self.config.max_turns, "stop_on_correct": True},
+            output=folder / "rollouts.jsonl",
+            shuffle=True,
+        )
+        env = self._env(env_id, env_kwargs, split="train")
+        kept = [r for r in records if not (self.config.drop_degrading and degrades(r))]
+        states = [state for record in kept for state in replay_states(env, record)]
+        self._relabel(states, env)
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = states_file.with_suffix(".partial")
+        partial.write_text("".join(json.dumps(asdict(state)) + "\n" for state in states))
+        partial.replace(states_file)
+        return states
+
+    def _relabel(self, states: Sequence[VisitedState], env: MultiTurnEnv) -> None:
+        """Draw ``num_samples`` actions at every state (one batched call) and keep the best."""
+        improver = self.expert or self.llm
+        params = replace(
+            self.params,
+            n=self.config.num_samples,
+            temperature=self.config.sample_temperature,
+            seed=self.config.seed,
+        )
+        adapter = None if self.expert else self.adapter
+        generations = improver.generate([s.conversation for s in states], params, adapter=adapter)
+        for state, generation in zip(states, generations):
+            problem = env.problems[state.index]
+            state.improved = pick_best(generation.texts, partial(env.grade, problem=problem))
+
+    def _train(self, examples: list[WeightedExample], folder: Path) -> str:
+        """Train a fresh adapter from the base model on ``examples``."""
+        return str(train_rwr(self.base_model, examples, self.training, folder / "adapter"))
+
+    def _evaluate(self, env_id: str, env_kwargs: dict[str, Any], folder: Path) -> None:
+        """Held-out metrics of the current adapter, saved as ``metrics.json``."""
+        evaluation = evaluate(
+            env_id,
+            SequentialRetry(self.llm, self.params, adapter=self.adapter, name=self.name),
+            num_problems=self.config.eval_problems,
+            max_turns=self.config.max_turns,
+            seed=self.config.seed,
+            env_kwargs={
+                **env_kwargs,
+                "split": "test",
+                "history_window": self.config.history_window,
+            },
+            output=folder / "eval.jsonl",
+        )
+        summary = {name: estimate.value for name, estimate in evaluation.metrics.items()}
+        (folder / "metrics.json").write_text(json.dumps(summary, indent=2))
+        self.history.append({"folder": str(folder), **summary})
+        logger.info("%s: %s", folder, summary)
+
+    @staticmethod
+    def _env(env_id: str, env_kwargs: dict[str, Any], split: str) -> MultiTurnEnv:
+        env = gym.make(env_id, **{**env_kwargs, "split": split}).unwrapped
+        assert isinstance(env, MultiTurnEnv)
+        return env
+
+
+def _state_from_dict(data: dict[str, Any]) -> VisitedState:
+    improved = data.pop("improved")
+    return VisitedState(
+        **{**data, "on_policy": Candidate(**data["on_policy"])},
+        improved=None if improved is None else Candidate(**improved),
+    )

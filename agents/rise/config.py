@@ -1,0 +1,97 @@
+"""The configuration of a RISE run: one dataclass, every field documented and validated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agents.rise.relabel import DATA_FILTERS
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class RISEConfig:
+    """How RISE collects data, relabels it and trains (see ../RISE.md)."""
+
+    iterations: int = field(default=1, metadata=_help("RISE iterations after the boost phase."))
+    max_turns: int = field(default=5, metadata=_help("Turns per on-policy rollout."))
+    history_window: int | None = field(
+        default=2, metadata=_help("Earlier attempts kept in each state (None keeps all).")
+    )
+    train_problems: int = field(
+        default=256, metadata=_help("Training problems rolled out per iteration.")
+    )
+    eval_problems: int = field(
+        default=100, metadata=_help("Held-out problems for the per-iteration evaluation.")
+    )
+    improvement: str = field(
+        default="self",
+        metadata=_help("'self': best of num_samples learner samples; 'expert': an expert LLM."),
+    )
+    num_samples: int = field(
+        default=8, metadata=_help("Samples drawn at each state to find an improved action.")
+    )
+    rollout_temperature: float = field(
+        default=0.0, metadata=_help("Temperature of the on-policy rollouts (0 = greedy).")
+    )
+    sample_temperature: float = field(
+        default=1.0, metadata=_help("Temperature of the relabelling samples.")
+    )
+    max_new_tokens: int = field(default=256, metadata=_help("Tokens generated per response."))
+    tau: float = field(default=0.4, metadata=_help("RWR temperature: weight = exp(r / tau)."))
+    data_filter: str = field(
+        default="all", metadata=_help(f"Which actions to train on: one of {list(DATA_FILTERS)}.")
+    )
+    drop_degrading: bool = field(
+        default=True,
+        metadata=_help("Drop rollouts in which a later turn is worse than an earlier one."),
+    )
+    boost: bool = field(
+        default=True,
+        metadata=_help("Start with SFT on reference solutions of the training split."),
+    )
+    boost_problems: int = field(
+        default=512, metadata=_help("Reference solutions used by the boost phase.")
+    )
+    seed: int = field(default=0, metadata=_help("Seed of rollouts, sampling and training."))
+    output_dir: Path = field(
+        default=Path("runs/rise"),
+        metadata=_help("Where every iteration writes its data, adapter and metrics."),
+    )
+
+    def __post_init__(self) -> None:
+        self.output_dir = Path(self.output_dir)
+        positive = {
+            "iterations": self.iterations,
+            "max_turns": self.max_turns,
+            "train_problems": self.train_problems,
+            "eval_problems": self.eval_problems,
+            "num_samples": self.num_samples,
+            "max_new_tokens": self.max_new_tokens,
+            "boost_problems": self.boost_problems,
+        }
+        for name, value in positive.items():
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if self.history_window is not None and self.history_window < 0:
+            raise ValueError(f"history_window must be None or >= 0, got {self.history_window}")
+        if self.improvement not in ("self", "expert"):
+            raise ValueError(
+                f"improvement must be 'self' (best-of-N) or 'expert', got {self.improvement!r}"
+            )
+        if self.data_filter not in DATA_FILTERS:
+            raise ValueError(
+                f"data_filter must be one of {list(DATA_FILTERS)}, got {self.data_filter!r}"
+            )
+        if self.tau <= 0:
+            raise ValueError(f"tau must be > 0 (the paper uses 0.4), got {self.tau}")
+        if self.sample_temperature <= 0 and self.num_samples > 1:
+            raise ValueError(
+                "sample_temperature must be > 0 to draw several distinct samples "
+                f"(num_samples={self.num_samples}); try 1.0"
+            )
+        if self.rollout_temperature < 0:
+            raise ValueError(f"rollout_temperature must be >= 0, got {self.rollout_temperature}")

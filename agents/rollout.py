@@ -1,0 +1,172 @@
+"""The batched rollout engine: many episodes, one LLM call per turn for all of them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from tqdm.auto import tqdm
+
+import rise_gym  # noqa: F401  (registers the environments)
+from agents.base import Action, Agent, as_action
+from rise_gym.envs.base import MultiTurnEnv
+from rise_gym.records import EpisodeRecord, Sample, TurnRecord, append_record, read_records
+from rise_gym.spaces import Conversation
+
+
+def rollout(
+    env_id: str,
+    agent: Agent,
+    *,
+    num_episodes: int,
+    seed: int = 0,
+    env_kwargs: dict[str, Any] | None = None,
+    output: str | Path | None = None,
+    shuffle: bool = False,
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> list[EpisodeRecord]:
+    """Run ``num_episodes`` episodes of ``env_id`` with ``agent``, batching every turn.
+
+    All live episodes' observations go to ``agent.act`` in one call per turn (in chunks
+    of ``batch_size`` if given). Finished episodes are appended to ``output`` as they
+    end, so an interrupted run resumes without redoing them.
+
+    Args:
+        env_id: A registered id, e.g. ``"RISE-Arithmetic-v0"``.
+        agent: Any object with ``name`` and ``act``.
+        num_episodes: How many problems to pose (one episode each).
+        seed: Seeds the environments and, with ``shuffle``, the choice of problems.
+        env_kwargs: Keyword arguments for ``gym.make`` (max_turns, stop_on_correct, ...).
+            An agent with ``single_turn = True`` (parallel sampling) gets ``max_turns=1``.
+        output: JSONL file of episode records; existing records are reused.
+        shuffle: Pose a seeded random subset of problems instead of the first ones.
+        batch_size: Most observations per ``agent.act`` call; None sends all at once.
+        progress: Show a progress bar.
+
+    Returns:
+        The records of all ``num_episodes`` episodes (reused and new), in problem order.
+    """
+    env_kwargs = dict(env_kwargs or {})
+    if getattr(agent, "single_turn", False):
+        env_kwargs["max_turns"] = 1
+    template = _make_env(env_id, env_kwargs)
+    indices = _problem_indices(len(template.problems), num_episodes, seed, shuffle)
+    finished = {record.index: record for record in read_records(output)} if output else {}
+    stale = [r for r in finished.values() if r.env_id != env_id or r.agent != agent.name]
+    if stale:
+        raise ValueError(
+            f"{output} holds episodes of {stale[0].agent!r} on {stale[0].env_id!r}, not of "
+            f"{agent.name!r} on {env_id!r}; pass another output path"
+        )
+    pending = [index for index in indices if index not in finished]
+    bar = tqdm(
+        total=len(indices),
+        initial=len(indices) - len(pending),
+        disable=not progress,
+        desc=f"{agent.name} on {env_id}",
+        unit="episode",
+    )
+    live = [_start_episode(env_id, env_kwargs, agent.name, index, seed) for index in pending]
+    while live:
+        for chunk in _chunks(live, batch_size or len(live)):
+            _play_turn(chunk, agent)
+            for episode in (e for e in chunk if e.done):
+                finished[episode.record.index] = episode.record
+                if output:
+                    append_record(output, episode.record)
+                bar.update(1)
+        live = [episode for episode in live if not episode.done]
+    bar.close()
+    return [finished[index] for index in indices]
+
+
+@dataclass
+class _Episode:
+    env: MultiTurnEnv
+    observation: Conversation
+    record: EpisodeRecord
+    done: bool = False
+
+
+def _make_env(env_id: str, env_kwargs: dict[str, Any]) -> MultiTurnEnv:
+    env = gym.make(env_id, **env_kwargs).unwrapped
+    if not isinstance(env, MultiTurnEnv):
+        raise TypeError(f"{env_id} is not a rise-gym multi-turn environment")
+    return env
+
+
+def _problem_indices(available: int, wanted: int, seed: int, shuffle: bool) -> list[int]:
+    if not 1 <= wanted <= available:
+        raise ValueError(
+            f"num_episodes={wanted} but the environment has {available} problems; "
+            f"choose 1..{available}"
+        )
+    if shuffle:
+        return sorted(int(i) for i in np.random.default_rng(seed).permutation(available)[:wanted])
+    return list(range(wanted))
+
+
+def _start_episode(
+    env_id: str, env_kwargs: dict[str, Any], agent_name: str, index: int, seed: int
+) -> _Episode:
+    env = _make_env(env_id, env_kwargs)
+    observation, info = env.reset(seed=seed + index, options={"index": index})
+    record = EpisodeRecord(
+        env_id=env_id,
+        problem_id=info["problem_id"],
+        index=index,
+        reference=info["reference"],
+        agent=agent_name,
+        seed=seed + index,
+    )
+    return _Episode(env, observation, record)
+
+
+def _play_turn(episodes: Sequence[_Episode], agent: Agent) -> None:
+    started = time.perf_counter()
+    responses = agent.act([episode.observation for episode in episodes])
+    if len(responses) != len(episodes):
+        raise ValueError(
+            f"agent {agent.name!r} returned {len(responses)} responses "
+            f"for {len(episodes)} observations; act() must return one per observation"
+        )
+    share = (time.perf_counter() - started) / len(episodes)
+    for episode, response in zip(episodes, responses):
+        action = as_action(response)
+        observation, _, terminated, truncated, info = episode.env.step(action.text)
+        episode.observation = observation
+        episode.record.turns.append(_turn_record(episode.env, action, info))
+        episode.record.wall_time += share
+        episode.done = terminated or truncated
+
+
+def _turn_record(env: MultiTurnEnv, action: Action, info: dict[str, Any]) -> TurnRecord:
+    samples = None
+    if action.samples is not None:
+        samples = []
+        for text in action.samples:
+            grade = env.grade(text)
+            samples.append(Sample(answer=grade.answer, correct=grade.correct))
+    metadata = dict(action.metadata)
+    if not info["gradable"]:
+        metadata["gradable"] = False
+    return TurnRecord(
+        turn=info["turn"],
+        response=action.text,
+        answer=info["answer"],
+        correct=info["correct"],
+        llm_calls=action.llm_calls,
+        generated_tokens=action.generated_tokens,
+        samples=samples,
+        metadata=metadata,
+    )
+
+
+def _chunks(items: Sequence[_Episode], size: int) -> list[Sequence[_Episode]]:
+    return [items[start : start + size] for start in range(0, len(items), size)]

