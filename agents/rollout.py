@@ -8,11 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from tqdm.auto import tqdm
 
-import rise_gym  # noqa: F401  (registers the environments)
+import rise_gym
 from agents.base import Action, Agent, as_action
 from rise_gym.envs.base import MultiTurnEnv
 from rise_gym.records import EpisodeRecord, Sample, TurnRecord, append_record, read_records
@@ -95,7 +94,7 @@ class _Episode:
 
 
 def _make_env(env_id: str, env_kwargs: dict[str, Any]) -> MultiTurnEnv:
-    env = gym.make(env_id, **env_kwargs).unwrapped
+    env = rise_gym.make(env_id, **env_kwargs).unwrapped
     if not isinstance(env, MultiTurnEnv):
         raise TypeError(f"{env_id} is not a rise-gym multi-turn environment")
     return env

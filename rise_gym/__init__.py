@@ -8,7 +8,7 @@ Importing the package registers the environments::
     env = gym.make("RISE-GSM8K-v0", max_turns=5)
 """
 
-from rise_gym.envs import ENV_IDS, Grade, MultiTurnEnv, register_envs
+from rise_gym.envs import ENV_IDS, Grade, MultiTurnEnv, make, register_envs
 from rise_gym.errors import (
     DatasetNotFound,
     EpisodeFinished,
@@ -44,4 +44,5 @@ __all__ = [
     "Sample",
     "TurnRecord",
     "__version__",
+    "make",
 ]

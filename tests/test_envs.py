@@ -157,8 +157,10 @@ def test_bad_input_gets_clear_errors(tmp_path):
     assert reward == 0.0
     with pytest.raises(ValueError, match="valid splits"):
         gym.make("RISE-GSM8K-v0", split="validation")
-    with pytest.raises(gym.error.Error, match="RISE-GSM8K-v0"):
+    with pytest.raises(gym.error.Error, match="Did you mean: `RISE-GSM8K`"):
         gym.make("RISE-GSM8k-v0")
+    with pytest.raises(gym.error.Error, match="valid ids: RISE-GSM8K-v0, RISE-MATH-v0"):
+        rise_gym.make("RISE-Foo-v0")
     with pytest.raises(IndexError, match="valid: 0..1"):
         env.reset(options={"index": 5})
     with pytest.raises(ValueError, match="valid: 'index'"):

@@ -54,7 +54,7 @@ class MultiTurnEnv(gym.Env[Conversation, str]):
     (`prompt_template`) and the grader (`grade`).
     """
 
-    metadata: dict[str, Any] = {"render_modes": ["ansi"]}
+    metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 1}
     default_prompt_template: ClassVar[str] = "{question}"
 
     def __init__(

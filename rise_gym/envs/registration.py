@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import gymnasium as gym
 
 ENV_IDS: dict[str, tuple[str, dict[str, object]]] = {
@@ -21,3 +23,20 @@ def register_envs() -> None:
     for env_id, (entry_point, kwargs) in ENV_IDS.items():
         if env_id not in gym.registry:
             gym.register(id=env_id, entry_point=entry_point, kwargs=dict(kwargs))
+
+
+def make(env_id: str, **kwargs: Any) -> gym.Env:
+    """``gym.make`` for rise-gym ids, with an error listing the valid ids on a typo.
+
+    Args:
+        env_id: One of `ENV_IDS`.
+        **kwargs: Keyword arguments of the environment.
+
+    Raises:
+        gymnasium.error.NameNotFound: ``env_id`` is not a rise-gym id.
+    """
+    if env_id not in ENV_IDS:
+        raise gym.error.NameNotFound(
+            f"unknown environment id {env_id!r}; valid ids: {', '.join(ENV_IDS)}"
+        )
+    return gym.make(env_id, **kwargs)
