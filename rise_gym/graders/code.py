@@ -1,0 +1,298 @@
+"""Grade programs against unit tests in an isolated, killable sandbox.
+
+Each program runs in a fresh child process forked by a long-lived "zygote" worker that
+was started once inside new network, PID and mount namespaces (``unshare``), with
+resource limits (CPU seconds, address space, processes, file size, open files), stdin
+from /dev/null, capped stdout/stderr, a fresh work directory removed afterwards, a
+scrubbed environment and, when we are root, a private tmpfs on /tmp and /dev/shm and a
+fresh unprivileged uid per worker. A wall clock kills the child and every process it
+left behind (``setsid`` ones included: the zygote is PID 1 of its namespace). A pass is
+proven only by a per-run random nonce that the harness prints after every test ran,
+never by exit code 0.
+
+What the isolation does not cover (honestly stated):
+
+- The program and its tests share one Python interpreter, as they must (the tests call
+  the program's functions). The tests and the nonce reach the process only after the
+  program's top-level code has run, and the tests see pristine builtins; but a program
+  written against this harness (asking its pipe for the tests, or a thread left running
+  that reads them from memory) can still forge a pass. The sandbox defeats generic
+  cheats (exiting early, printing fake markers, crashing, closing stdout, patching
+  builtins), not a targeted exploit of the harness.
+- Assertions have Python semantics: an object whose ``__eq__`` always returns True
+  passes ``assert f(x) == y``. Tests that must rule this out check types explicitly.
+- Modules the program patches (``math``, ``re``, ...) stay patched for the tests.
+- Programs can read any file the grading user can (as root they keep only
+  CAP_DAC_READ_SEARCH, so an interpreter under a private home still imports); they
+  cannot write outside their work directory, the private /tmp and world-writable
+  folders such as /var/tmp, nor reach the network or signal processes outside.
+- Without root, programs run as your own user (in a user namespace, without
+  capabilities): they can change your files. With ``isolation="none"`` they can also
+  reach the network (a warning says so) and signal your other processes, and the
+  process limit counts all your processes.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import secrets
+import signal
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+from rise_gym.errors import SandboxError
+from rise_gym.graders._sandbox.worker import Isolation, Limits, Worker
+
+CodeStatus = Literal["passed", "failed", "timeout", "memory", "runtime_error", "syntax_error"]
+"""How a graded program ended."""
+
+DEFAULT_TIMEOUT = 5.0
+"""Wall-clock seconds allowed for a program and its tests together."""
+
+__all__ = ["DEFAULT_TIMEOUT", "CodePool", "CodeResult", "CodeStatus", "grade_code"]
+
+
+@dataclass(frozen=True)
+class CodeResult:
+    """The outcome of running one program against its tests.
+
+    Attributes:
+        passed: True only if the harness printed this run's nonce after every test ran.
+        status: ``passed``, ``failed`` (an assertion failed), ``timeout``, ``memory``,
+            ``runtime_error`` (an exception, a crash or an early exit) or ``syntax_error``.
+        feedback: The first failing test line and the error (truncated), empty on a pass.
+        stdout: What the program printed (up to the pool's ``max_output_bytes``).
+        stderr: What the program wrote to stderr (same cap).
+        output_truncated: Whether stdout or stderr went past the cap.
+        elapsed: Seconds from fork to the end of the run.
+        network_isolated: Whether the program ran without network access.
+    """
+
+    passed: bool
+    status: CodeStatus
+    feedback: str
+    stdout: str = ""
+    stderr: str = ""
+    output_truncated: bool = False
+    elapsed: float = 0.0
+    network_isolated: bool = True
+
+
+def grade_code(program: str, tests: str, *, timeout: float = DEFAULT_TIMEOUT) -> CodeResult:
+    r"""Run ``program`` then ``tests`` (asserts, in the program's namespace) in the sandbox.
+
+    Uses a process-wide `CodePool` with one worker per CPU core, started on first use.
+
+    Example:
+        >>> grade_code("def add(a, b):\n    return a + b", "assert add(2, 3) == 5").status
+        'passed'
+
+    Args:
+        program: Python source of the program under test.
+        tests: Python source run after the program in the same namespace.
+        timeout: Wall-clock seconds for the program and its tests together.
+
+    Returns:
+        The verdict, with the first failure as feedback.
+
+    Raises:
+        ValueError: ``tests`` is not valid Python (a broken problem, not a wrong program).
+        SandboxError: The sandbox itself failed; the program was neither passed nor failed.
+    """
+    return _default_pool().grade(program, tests, timeout=timeout)
+
+
+class CodePool:
+    """Sandbox workers grading programs in parallel, one program per worker at a time.
+
+    Workers start on first need and are reused; each runs a fresh child per program.
+
+    Example:
+        >>> with CodePool(workers=2) as pool:
+        ...     results = pool.grade_many([("x = 1", "assert x == 1"), ("x = 2", "assert x == 1")])
+        >>> [result.status for result in results]
+        ['passed', 'failed']
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        isolation: Isolation = "auto",
+        memory_limit_mb: int = 1024,
+        max_processes: int = 32,
+        max_file_size_mb: int = 16,
+        max_open_files: int = 128,
+        max_output_bytes: int = 65_536,
+    ):
+        """Configure the pool (no process starts until the first grading).
+
+        Args:
+            workers: Programs graded at once; defaults to the number of usable cores.
+            isolation: ``"auto"`` (namespaces when the OS allows, else none with a
+                warning), ``"namespaces"`` (fail with `SandboxError` without them) or
+                ``"none"``.
+            memory_limit_mb: Address-space limit of each program.
+            max_processes: Process limit of each program's uid (stops fork bombs).
+            max_file_size_mb: Largest file a program may write.
+            max_open_files: Open file descriptors per program process.
+            max_output_bytes: Stdout and stderr kept per program (the rest is dropped).
+        """
+        self.workers = workers or len(os.sched_getaffinity(0))
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.isolation: Isolation = isolation
+        self.limits = Limits(
+            memory_bytes=memory_limit_mb * 2**20,
+            processes=max_processes,
+            file_size_bytes=max_file_size_mb * 2**20,
+            open_files=max_open_files,
+            output_bytes=max_output_bytes,
+        )
+        self._idle: list[Worker] = []
+        self._started = 0
+        self._closed = False
+        self._lock = threading.Condition()
+
+    def grade(self, program: str, tests: str, *, timeout: float = DEFAULT_TIMEOUT) -> CodeResult:
+        """Grade one program; see `grade_code` for the arguments and errors."""
+        if timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        try:
+            compile(tests, "<tests>", "exec")
+        except (SyntaxError, ValueError) as error:
+            raise ValueError(f"the tests are not valid Python: {error}") from error
+        nonce = secrets.token_hex(16)
+        worker = self._acquire()
+        try:
+            raw = worker.run(program, tests, nonce, timeout, self.limits)
+        finally:
+            self._release(worker)
+        return _verdict(raw, nonce, timeout, worker.network_isolated)
+
+    def grade_many(
+        self, jobs: Sequence[tuple[str, str]], *, timeout: float = DEFAULT_TIMEOUT
+    ) -> list[CodeResult]:
+        """Grade ``(program, tests)`` pairs in parallel; results come back in order."""
+        with ThreadPoolExecutor(max_workers=self.workers) as executor:
+            futures = [executor.submit(self.grade, p, t, timeout=timeout) for p, t in jobs]
+            return [future.result() for future in futures]
+
+    def close(self) -> None:
+        """Stop every idle worker; busy ones stop when their program ends."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._started -= len(idle)
+        for worker in idle:
+            worker.close()
+
+    def __enter__(self) -> CodePool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _acquire(self) -> Worker:
+        with self._lock:
+            while not self._idle and self._started >= self.workers and not self._closed:
+                self._lock.wait()
+            if self._closed:
+                raise SandboxError("this CodePool is closed; create a new one")
+            if self._idle:
+                return self._idle.pop()
+            self._started += 1
+        try:
+            return Worker(self.isolation)
+        except BaseException:
+            self._forget()
+            raise
+
+    def _release(self, worker: Worker) -> None:
+        with self._lock:
+            keep = worker.alive and not self._closed
+            if keep:
+                self._idle.append(worker)
+                self._lock.notify()
+        if not keep:
+            worker.close()
+            self._forget()
+
+    def _forget(self) -> None:
+        with self._lock:
+            self._started -= 1
+            self._lock.notify()
+
+
+def _verdict(raw: dict[str, Any], nonce: str, timeout: float, network: bool) -> CodeResult:
+    """Turn the zygote's raw reply into a result: only the nonce proves a pass."""
+    lines = raw["report"].splitlines()
+    status: CodeStatus
+    if f"passed {nonce}" in lines:
+        status, feedback = "passed", ""
+    elif record := _last_record(lines):
+        status, feedback = cast(CodeStatus, record["status"]), record["feedback"]
+    elif raw["timed_out"]:
+        status, feedback = "timeout", f"The program ran past the {timeout:g} s time limit."
+    elif raw["signal"] == signal.SIGXCPU:
+        status, feedback = "timeout", "The program ran past its CPU time limit."
+    elif raw["signal"] is not None:
+        name = signal.Signals(raw["signal"]).name
+        status, feedback = "runtime_error", f"The program was killed by {name}."
+    else:
+        status = "runtime_error"
+        feedback = (
+            f"The program ended its process (exit code {raw['exit_code']}) "
+            "before the tests finished."
+        )
+    return CodeResult(
+        passed=status == "passed",
+        status=status,
+        feedback=feedback,
+        stdout=raw["stdout"],
+        stderr=raw["stderr"],
+        output_truncated=raw["truncated"],
+        elapsed=raw["elapsed"],
+        network_isolated=network,
+    )
+
+
+def _last_record(lines: list[str]) -> dict[str, str] | None:
+    """The harness's last failure record (anything malformed is ignored)."""
+    statuses = {"failed", "memory", "runtime_error", "syntax_error"}
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if (
+            isinstance(record, dict)
+            and record.get("status") in statuses
+            and isinstance(record.get("feedback"), str)
+        ):
+            return record
+    return None
+
+
+_default: tuple[int, CodePool] | None = None
+_default_lock = threading.Lock()
+
+
+def _default_pool() -> CodePool:
+    """The process-wide pool (a fresh one after a fork: pipes are not shareable)."""
+    global _default
+    with _default_lock:
+        if _default is None or _default[0] != os.getpid():
+            _default = (os.getpid(), CodePool())
+        return _default[1]
+
+
+@atexit.register
+def _close_default_pool() -> None:
+    if _default is not None and _default[0] == os.getpid():
+        _default[1].close()
