@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-from agents.rise.examples import WeightedExample
-from agents.rise.rwr import rwr_weight
-from agents.rise.train import TrainingConfig, train_rwr
 
 from agents.evaluate import evaluate
 from agents.llm.base import LLM, SamplingParams
+from agents.llm.factory import make_llm
 from agents.rise.config import RISEConfig
+from agents.rise.examples import WeightedExample
 from agents.rise.relabel import (
     Candidate,
     VisitedState,
@@ -26,6 +25,8 @@ from agents.rise.relabel import (
     replay_states,
     select_actions,
 )
+from agents.rise.rwr import rwr_weight
+from agents.rise.train import TrainingConfig, train_rwr
 from agents.rollout import rollout
 from agents.sequential import SequentialRetry
 from rise_gym.envs.base import MultiTurnEnv
@@ -59,6 +60,7 @@ class RISEAgent(SequentialRetry):
         params: SamplingParams | None = None,
         expert: LLM | None = None,
         adapter: str | None = None,
+        load_model: Callable[[str], LLM] | None = None,
         name: str | None = None,
     ):
         """Create the agent.
@@ -72,6 +74,8 @@ class RISEAgent(SequentialRetry):
             params: Sampling parameters of the agent's answers (default: greedy).
             expert: The expert LLM for ``improvement="expert"`` (distillation).
             adapter: Start from this adapter (e.g. a finished run's).
+            load_model: With full fine-tuning (``training.use_lora=False``), builds the
+                back end serving a trained model folder (default: `make_llm`).
             name: Overrides the default name.
         """
         config = config or RISEConfig()
@@ -83,6 +87,7 @@ class RISEAgent(SequentialRetry):
         self.config = config
         self.training = training or TrainingConfig()
         self.expert = expert
+        self.load_model = load_model or make_llm
         self.history: list[dict[str, Any]] = []
 
     def learn(self, env_id: str, env_kwargs: dict[str, Any] | None = None) -> RISEAgent:
@@ -100,19 +105,13 @@ class RISEAgent(SequentialRetry):
         examples: list[WeightedExample] = []
         if self.config.boost:
             examples += self._boost_examples(env_id, env_kwargs)
-            self.adapter = self._train(examples, self.config.output_dir / "boost")
+            self._train(examples, self.config.output_dir / "boost")
             self._evaluate(env_id, env_kwargs, self.config.output_dir / "boost")
         for iteration in range(1, self.config.iterations + 1):
             folder = self.config.output_dir / f"iteration-{iteration}"
             states = self._collect(env_id, env_kwargs, folder)
-            examples += [
-                WeightedExample(
-                    state.conversation, action.response, rwr_weight(action.reward, self.config.tau)
-                )
-                for state in states
-                for action in select_actions(state, self.config.data_filter)  # type: ignore[arg-type]
-            ]
-            self.adapter = self._train(examples, folder)
+            examples += self._weighted_examples(states)
+            self._train(examples, folder)
             self._evaluate(env_id, env_kwargs, folder)
         return self
 
@@ -184,9 +183,27 @@ class RISEAgent(SequentialRetry):
             problem = env.problems[state.index]
             state.improved = pick_best(generation.texts, partial(env.grade, problem=problem))
 
-    def _train(self, examples: list[WeightedExample], folder: Path) -> str:
-        """Train a fresh adapter from the base model on ``examples``."""
-        return str(train_rwr(self.base_model, examples, self.training, folder / "adapter"))
+    def _weighted_examples(self, states: Sequence[VisitedState]) -> list[WeightedExample]:
+        """The actions the data filter keeps, each weighted by ``exp(reward / tau)``."""
+        tau = self.config.tau
+        return [
+            WeightedExample(state.conversation, action.response, rwr_weight(action.reward, tau))
+            for state in states
+            for action in select_actions(state, self.config.data_filter)  # type: ignore[arg-type]
+        ]
+
+    def _train(self, examples: list[WeightedExample], folder: Path) -> None:
+        """Train from the base model on ``examples`` and answer with the result from now on.
+
+        With LoRA the result is an adapter the back end applies per call; with full
+        fine-tuning it is a model folder, served by a back end built with `load_model`.
+        """
+        trained = str(train_rwr(self.base_model, examples, self.training, folder / "model"))
+        if self.training.use_lora:
+            self.adapter = trained
+        else:
+            self.llm.close()
+            self.llm = self.load_model(trained)
 
     def _evaluate(self, env_id: str, env_kwargs: dict[str, Any], folder: Path) -> None:
         """Held-out metrics of the current adapter, saved as ``metrics.json``."""
