@@ -137,6 +137,9 @@ def test_arithmetic_is_reproducible_and_difficulty_changes_problems():
             assert problem.solution and problem.solution.endswith(f"\\boxed{{{problem.answer}}}.")
     one_digit = generate_problems(1, "test", 100)
     assert all(int(p.answer) <= 18 for p in one_digit)
+    assert len({p.question for p in one_digit}) == 100  # all of level 1, no repeats
+    two_digit = generate_problems(3, "test", 500)
+    assert len({p.question for p in two_digit}) == 500
 
 
 def test_arithmetic_solutions_are_correct_answers():

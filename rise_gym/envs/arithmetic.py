@@ -15,8 +15,11 @@ level  problem                                                       example
 =====  ============================================================  =======================
 
 Each split is drawn from its own seeded generator, so ``split="train"`` and
-``split="test"`` are reproducible and independent draws (at the easy levels, where only
-a few hundred distinct problems exist, the two naturally share problems).
+``split="test"`` are reproducible and independent draws. Within a split, problems do not
+repeat until the level's distinct problems run out: level 1 has only 100 (every sum of
+two one-digit numbers), so each run of 100 problems of either split holds all of them, in
+that split's own order, and the two splits share their problems; from level 2 on the
+space is large enough for the splits to be mostly disjoint.
 """
 
 from __future__ import annotations
@@ -108,8 +111,9 @@ def generate_problems(
     rng = np.random.default_rng([data_seed, difficulty, zlib.crc32(split.encode())])
     generate = _LEVELS[difficulty - 1]
     problems = []
+    seen: set[str] = set()
     for index in range(size):
-        question, answer, solution = generate(rng)
+        question, answer, solution = _fresh_draw(generate, rng, seen)
         problems.append(
             Problem(
                 id=f"arithmetic/d{difficulty}/{split}/{index}",
@@ -120,6 +124,27 @@ def generate_problems(
             )
         )
     return tuple(problems)
+
+
+def _fresh_draw(
+    generate: Callable[[np.random.Generator], Generated],
+    rng: np.random.Generator,
+    seen: set[str],
+    attempts: int = 2000,
+) -> Generated:
+    """A problem not in ``seen``; once none turns up in ``attempts`` draws, a new cycle starts.
+
+    At level 1 (100 distinct problems) the chance that a problem still unseen is missed
+    by 2000 draws is below 1e-8, so every cycle holds each problem exactly once.
+    """
+    for _ in range(attempts):
+        drawn = generate(rng)
+        if drawn[0] not in seen:
+            break
+    else:
+        seen.clear()
+    seen.add(drawn[0])
+    return drawn
 
 
 def _number(rng: np.random.Generator, digits: int) -> int:
