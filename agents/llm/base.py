@@ -6,7 +6,24 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from rise_gym.errors import RiseGymError
 from rise_gym.spaces import Conversation
+
+
+class ModelNotFound(RiseGymError, FileNotFoundError):
+    """A model name or path names no model that can be loaded here."""
+
+
+class MissingDependency(RiseGymError, ImportError):
+    """An optional package a back end needs is not installed."""
+
+
+class ContextLengthExceeded(RiseGymError, ValueError):
+    """A prompt plus the tokens to generate does not fit the model's context."""
+
+
+class ServerError(RiseGymError, ConnectionError):
+    """An LLM server was unreachable, kept failing after retries, or rejected a request."""
 
 
 @dataclass(frozen=True)
@@ -105,3 +122,31 @@ class LLM(ABC):
 
     def close(self) -> None:  # noqa: B027  (optional hook, not abstract)
         """Release resources (GPU memory, connections); the default does nothing."""
+
+
+def check_context_length(
+    prompt_lengths: Sequence[int], max_new_tokens: int, context_size: int
+) -> None:
+    """Raise `ContextLengthExceeded` if a prompt plus ``max_new_tokens`` overflows the context.
+
+    Args:
+        prompt_lengths: Tokens in each prompt (chat template applied).
+        max_new_tokens: Tokens to be generated after each prompt.
+        context_size: The model's context, in tokens.
+
+    Example:
+        >>> check_context_length([10, 20], max_new_tokens=8, context_size=32)
+        >>> check_context_length([10, 30], max_new_tokens=8, context_size=32)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        agents.llm.base.ContextLengthExceeded: conversation 1 has 30 prompt tokens; ...
+    """
+    for index, length in enumerate(prompt_lengths):
+        if length + max_new_tokens > context_size:
+            raise ContextLengthExceeded(
+                f"conversation {index} has {length} prompt tokens; with "
+                f"max_new_tokens={max_new_tokens} that is {length + max_new_tokens} tokens, "
+                f"more than the model's context of {context_size} tokens. Keep fewer earlier "
+                "turns in the conversation (e.g. a smaller history_window) or lower "
+                "max_new_tokens."
+            )

@@ -1,0 +1,99 @@
+"""`make_llm`: one entry point that builds any back end by name."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from agents.llm.base import LLM, Generation, SamplingParams
+from rise_gym.spaces import Conversation
+
+BACKENDS = ("transformers", "vllm", "openai")
+"""The back end names `make_llm` accepts."""
+
+
+def make_llm(
+    model: str | None = None,
+    *,
+    backend: str = "transformers",
+    adapter: str | None = None,
+    base_url: str | None = None,
+    **options: Any,
+) -> LLM:
+    """Build an LLM back end.
+
+    Args:
+        model: None for the offline default model (SmolLM2-135M-Instruct; for
+            ``"openai"``, the server's first model), a local model folder, or a Hugging
+            Face hub id; for ``"openai"``, the name the server serves.
+        backend: ``"transformers"`` (CPU or GPU), ``"vllm"`` (GPU, optional extra) or
+            ``"openai"`` (any OpenAI-compatible server).
+        adapter: A PEFT adapter used by every call that names none (for ``"openai"``,
+            the name the server serves it under); None: the base model.
+        base_url: The server's API root, for ``"openai"`` only (default
+            ``http://localhost:8000/v1``).
+        **options: Passed on to the back end's constructor (`TransformersLLM`,
+            `VllmLLM` or `OpenAICompatibleLLM`), e.g. ``device="cpu"``.
+
+    Returns:
+        The back end, wrapped so that ``adapter`` is the default when one is given.
+
+    Raises:
+        ValueError: an unknown ``backend``, or ``base_url`` without ``"openai"``.
+        ModelNotFound: the model cannot be found.
+        MissingDependency: the back end's optional package is not installed.
+
+    Example:
+        >>> llm = make_llm(max_batch_size=16)  # doctest: +SKIP
+        >>> chat = [{"role": "user", "content": "What is 2+3?"}]
+        >>> llm.generate([chat], SamplingParams(max_new_tokens=16))[0].texts  # doctest: +SKIP
+        ['2 + 3 = 5']
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if base_url is not None and backend != "openai":
+        raise ValueError(f"base_url is for backend='openai' only, not {backend!r}")
+    llm: LLM
+    if backend == "transformers":
+        from agents.llm.transformers_backend import TransformersLLM
+
+        llm = TransformersLLM(model, **options)
+    elif backend == "vllm":
+        from agents.llm.vllm_backend import VllmLLM
+
+        llm = VllmLLM(model, **options)
+    else:
+        from agents.llm.openai_backend import DEFAULT_BASE_URL, OpenAICompatibleLLM
+
+        llm = OpenAICompatibleLLM(model, base_url=base_url or DEFAULT_BASE_URL, **options)
+    return llm if adapter is None else AdaptedLLM(llm, adapter)
+
+
+class AdaptedLLM(LLM):
+    """A back end whose calls use a given adapter unless they name another one.
+
+    Attributes:
+        llm: The wrapped back end.
+        adapter: The adapter used by calls with ``adapter=None``.
+    """
+
+    def __init__(self, llm: LLM, adapter: str):
+        """Wrap ``llm`` so that ``adapter`` is its default adapter."""
+        self.llm = llm
+        self.adapter = adapter
+        self.name = f"{llm.name}+{Path(adapter).name}"
+
+    def generate(
+        self,
+        conversations: Sequence[Conversation],
+        params: SamplingParams,
+        *,
+        adapter: str | None = None,
+    ) -> list[Generation]:
+        """Generate with ``adapter``, or with the default adapter when it is None."""
+        return self.llm.generate(conversations, params, adapter=adapter or self.adapter)
+
+    def close(self) -> None:
+        """Close the wrapped back end."""
+        self.llm.close()
