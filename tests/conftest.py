@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-TINY_CONTEXT = 256
+TINY_CONTEXT = 2048
 """The context size, in tokens, of the `tiny_model_dir` model."""
 
 
