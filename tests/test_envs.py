@@ -13,7 +13,10 @@ from rise_gym import ENV_IDS, EpisodeFinished, EpisodeNotStarted
 from rise_gym.envs.arithmetic import ArithmeticEnv, generate_problems
 
 FIXTURES = Path(__file__).parent / "fixtures"
-ENV_KWARGS = {"RISE-MBPP-v0": {"data_files": FIXTURES / "mbpp_sample.jsonl"}}
+ENV_KWARGS = {
+    "RISE-MBPP-v0": {"data_files": FIXTURES / "mbpp_sample.jsonl"},
+    "RISE-Stopping-v0": {"episodes": FIXTURES / "stopping_episodes.jsonl"},
+}
 
 
 def make(env_id: str, **kwargs):

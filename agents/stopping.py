@@ -1,0 +1,322 @@
+"""Choosing which turn's answer to submit: a learned stopping policy and the baseline rules.
+
+A selection rule looks at a recorded multi-turn episode and picks the turn whose answer
+is submitted, using only the attempts up to that turn (except the oracle). The rules
+are scored by one function, `evaluate_selection`, so the learned policy, majority vote
+(m1@tk), last answer, first answer and the oracle (p1@tk) are compared on equal terms::
+
+    from agents.stopping import evaluate_selection, train_stopping_policy
+
+    policy = train_stopping_policy("runs/train.jsonl", total_timesteps=20_000)
+    for rule in ("majority", "last", "first", "oracle", policy):
+        print(evaluate_selection("runs/test.jsonl", rule))
+
+Training uses stable-baselines3 (the ``sb3`` extra), imported only when a policy is
+trained or loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+
+from rise_gym.envs.stopping import (
+    DEFAULT_LENGTH_SCALE,
+    FEATURE_NAMES,
+    SUBMIT,
+    EpisodeSource,
+    StoppingEnv,
+    episode_features,
+    load_episodes,
+)
+from rise_gym.metrics import Estimate, majority_answer, wilson_interval
+from rise_gym.records import TurnRecord
+
+Algorithm = Literal["ppo", "dqn"]
+
+_DEFAULT_ALGORITHM_KWARGS: dict[str, dict[str, Any]] = {
+    "ppo": {"gamma": 1.0, "n_steps": 512, "batch_size": 64, "ent_coef": 0.01},
+    "dqn": {"gamma": 1.0, "learning_starts": 500, "exploration_fraction": 0.3},
+}
+"""Defaults merged under the caller's ``algorithm_kwargs``: episodes last at most a few
+steps and the return is the objective itself, so no discounting."""
+
+
+class Choice(NamedTuple):
+    """What a selection rule decided for one episode.
+
+    Attributes:
+        turn_index: 0-based index of the submitted turn; None when nothing is submitted
+            (majority vote over turns without any answer), which counts as wrong.
+        turns_used: How many turns the rule needed to see.
+    """
+
+    turn_index: int | None
+    turns_used: int
+
+
+SelectionRule = Callable[[Sequence[TurnRecord]], Choice]
+"""Given an episode's turns (at most ``max_turns``, in order), the `Choice` made."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A selection rule scored on recorded episodes.
+
+    Attributes:
+        rule: The rule's name (``"majority"``, ``"oracle"``, a policy's name, ...).
+        accuracy: The fraction of episodes whose submitted answer is correct, with its
+            95% Wilson interval.
+        average_turns: Mean number of turns the rule used per episode.
+    """
+
+    rule: str
+    accuracy: Estimate
+    average_turns: float
+
+    def __str__(self) -> str:
+        return f"{self.rule}: {self.accuracy} in {self.average_turns:.2f} turns"
+
+
+def evaluate_selection(
+    episodes: EpisodeSource, rule: str | SelectionRule, *, max_turns: int | None = None
+) -> Selection:
+    """Score a selection rule on recorded episodes of any multi-turn agent.
+
+    This is the entry point for leaderboards: pass the records of a run made without
+    the oracle stop and either a baseline name or a `StoppingPolicy`.
+
+    - ``"majority"``: the majority answer over all turns, ties to the most recent
+      (the m1@tk rule of `rise_gym.metrics`); uses every turn.
+    - ``"last"`` / ``"first"``: the answer of the last / first turn.
+    - ``"oracle"``: the first correct answer (p1@tk, an upper bound); uses the turns up
+      to it, or all of them when none is correct.
+    - a `StoppingPolicy` (or any `SelectionRule`): the first turn it submits at.
+
+    Args:
+        episodes: An episodes JSONL file or a list of `EpisodeRecord`, recorded with
+            ``stop_on_correct=False``; ungradable episodes are left out.
+        rule: A name in `BASELINE_RULES` or a callable rule.
+        max_turns: Use the first ``max_turns`` turns of each episode (k of m1@tk and
+            p1@tk); None uses all recorded turns.
+
+    Returns:
+        The accuracy (an `Estimate` over the episodes) and the average turns used.
+
+    Raises:
+        ValueError: If ``rule`` is an unknown name, or as `load_episodes` raises (no
+            usable episodes, oracle-stopped runs).
+    """
+    if isinstance(rule, str):
+        if rule not in BASELINE_RULES:
+            raise ValueError(f"unknown selection rule {rule!r}; valid: {sorted(BASELINE_RULES)}")
+        name, choose = rule, BASELINE_RULES[rule]
+    else:
+        name, choose = getattr(rule, "name", type(rule).__name__), rule
+    records, max_turns = load_episodes(episodes, max_turns=max_turns)
+    correct, turns_used = [], []
+    for record in records:
+        turns = record.turns[:max_turns]
+        choice = choose(turns)
+        correct.append(choice.turn_index is not None and turns[choice.turn_index].correct)
+        turns_used.append(choice.turns_used)
+    low, high = wilson_interval(sum(correct), len(correct))
+    accuracy = Estimate(value=sum(correct) / len(correct), low=low, high=high, n=len(correct))
+    return Selection(name, accuracy, float(np.mean(turns_used)))
+
+
+def _majority(turns: Sequence[TurnRecord]) -> Choice:
+    return Choice(majority_answer([t.answer for t in turns], prefer="last"), len(turns))
+
+
+def _last(turns: Sequence[TurnRecord]) -> Choice:
+    return Choice(len(turns) - 1, len(turns))
+
+
+def _first(turns: Sequence[TurnRecord]) -> Choice:
+    return Choice(0, 1)
+
+
+def _oracle(turns: Sequence[TurnRecord]) -> Choice:
+    index = next((i for i, turn in enumerate(turns) if turn.correct), len(turns) - 1)
+    return Choice(index, index + 1)
+
+
+BASELINE_RULES: dict[str, SelectionRule] = {
+    "majority": _majority,
+    "last": _last,
+    "first": _first,
+    "oracle": _oracle,
+}
+"""The baseline selection rules by name (see `evaluate_selection`)."""
+
+
+class StoppingPolicy:
+    """A trained stopping policy, usable as a `SelectionRule`.
+
+    Calling it on an episode's turns computes the features `StoppingEnv` would show and
+    submits at the first turn the model chooses `SUBMIT` (deterministically), or at
+    the last turn.
+
+    Attributes:
+        model: The stable-baselines3 model (PPO or DQN).
+        max_turns: The turn count the policy was trained with (scales the features).
+        length_scale: The ``response_length`` feature's scale it was trained with.
+        name: The policy's name in results.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        max_turns: int,
+        length_scale: float = DEFAULT_LENGTH_SCALE,
+        name: str = "learned",
+    ):
+        """Wrap a trained stable-baselines3 model.
+
+        Args:
+            model: A model whose ``predict`` takes `StoppingEnv` observations.
+            max_turns: The ``max_turns`` of the environment it was trained in.
+            length_scale: The ``length_scale`` of that environment.
+            name: The policy's name in results.
+        """
+        self.model = model
+        self.max_turns = max_turns
+        self.length_scale = length_scale
+        self.name = name
+
+    def __call__(self, turns: Sequence[TurnRecord]) -> Choice:
+        """Choose the turn to submit for one episode (at most ``max_turns`` turns)."""
+        features = episode_features(turns, max_turns=self.max_turns, length_scale=self.length_scale)
+        stops = np.flatnonzero(self.decide(features) == SUBMIT)
+        index = int(stops[0]) if stops.size else len(features) - 1
+        return Choice(index, index + 1)
+
+    def decide(self, observations: np.ndarray) -> np.ndarray:
+        """The deterministic action (`SUBMIT` or `CONTINUE`) for each row of features."""
+        with _single_torch_thread():
+            actions, _ = self.model.predict(observations, deterministic=True)
+        return np.asarray(actions).reshape(len(observations))
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Save to a directory: ``model.zip`` (stable-baselines3) and ``stopping.json``.
+
+        Args:
+            path: The directory, created if needed.
+
+        Returns:
+            The directory.
+        """
+        directory = Path(path)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.model.save(directory / "model.zip")
+        config = {
+            "algorithm": type(self.model).__name__.lower(),
+            "max_turns": self.max_turns,
+            "length_scale": self.length_scale,
+            "name": self.name,
+            "features": list(FEATURE_NAMES),
+        }
+        (directory / "stopping.json").write_text(json.dumps(config, indent=2) + "\n")
+        return directory
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> StoppingPolicy:
+        """Load a policy saved by `save`.
+
+        Raises:
+            FileNotFoundError: If the directory holds no ``stopping.json``.
+            ValueError: If it was trained on a different feature set.
+        """
+        directory = Path(path)
+        config_path = directory / "stopping.json"
+        if not config_path.is_file():
+            raise FileNotFoundError(f"no stopping policy at {directory} (missing stopping.json)")
+        config = json.loads(config_path.read_text())
+        if config["features"] != list(FEATURE_NAMES):
+            raise ValueError(
+                f"{directory} was trained on features {config['features']}, but this version "
+                f"computes {list(FEATURE_NAMES)}; retrain the policy"
+            )
+        model = _algorithm_class(config["algorithm"]).load(directory / "model.zip", device="cpu")
+        return cls(
+            model,
+            max_turns=config["max_turns"],
+            length_scale=config["length_scale"],
+            name=config["name"],
+        )
+
+
+def train_stopping_policy(
+    episodes: EpisodeSource,
+    *,
+    algorithm: Algorithm = "ppo",
+    total_timesteps: int = 20_000,
+    turn_cost: float = 0.0,
+    max_turns: int | None = None,
+    length_scale: float = DEFAULT_LENGTH_SCALE,
+    seed: int = 0,
+    algorithm_kwargs: dict[str, Any] | None = None,
+) -> StoppingPolicy:
+    """Train a stopping policy with stable-baselines3 in a `StoppingEnv`.
+
+    Args:
+        episodes: Training episodes (a JSONL file or records), e.g. from a train split.
+        algorithm: ``"ppo"`` or ``"dqn"``.
+        total_timesteps: Environment steps to train for (one step is one turn looked at).
+        turn_cost: Reward subtracted per extra turn (trades accuracy for turns).
+        max_turns: Turns per episode to use; None uses all recorded turns.
+        length_scale: The ``response_length`` feature's scale.
+        seed: Seeds the algorithm and the environment.
+        algorithm_kwargs: Keyword arguments for the algorithm's constructor, over the
+            defaults (no discounting; PPO: ``n_steps=512``, ``batch_size=64``).
+
+    Returns:
+        The trained policy, named after the algorithm.
+
+    Torch runs on one thread meanwhile: for a network this small more threads only add
+    overhead (ten times the run time on a busy 2-core machine).
+    """
+    algorithm_class = _algorithm_class(algorithm)
+    env = StoppingEnv(episodes, turn_cost=turn_cost, max_turns=max_turns, length_scale=length_scale)
+    kwargs = {**_DEFAULT_ALGORITHM_KWARGS[algorithm], **(algorithm_kwargs or {})}
+    model = algorithm_class("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **kwargs)
+    with _single_torch_thread():
+        model.learn(total_timesteps=total_timesteps)
+    return StoppingPolicy(
+        model, max_turns=env.max_turns, length_scale=length_scale, name=f"learned ({algorithm})"
+    )
+
+
+def _algorithm_class(algorithm: str) -> Any:
+    if algorithm not in _DEFAULT_ALGORITHM_KWARGS:
+        raise ValueError(
+            f"algorithm must be one of {sorted(_DEFAULT_ALGORITHM_KWARGS)}, got {algorithm!r}"
+        )
+    try:
+        import stable_baselines3
+    except ImportError as error:
+        raise ImportError(
+            "training a stopping policy needs stable-baselines3: pip install 'rise-gym[sb3]'"
+        ) from error
+    return getattr(stable_baselines3, algorithm.upper())
+
+
+@contextmanager
+def _single_torch_thread() -> Iterator[None]:
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
