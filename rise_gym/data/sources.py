@@ -17,10 +17,12 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from rise_gym.errors import DatasetNotFound
+from rise_gym.problems import Problem
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +64,70 @@ class HubDataset:
     path: str
     name: str | None = None
     split: str = "test"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """How to find one data set and turn its rows into problems.
+
+    Attributes:
+        name: Short name used in messages and problem ids (``"gsm8k"``).
+        splits: The splits it has.
+        to_problem: Turns one raw row (with its position added as ``idx`` when the row
+            has none) and the split name into a `Problem`.
+        package_file: The file an installed package ships for a split, if any.
+        hub_path: The Hugging Face hub data set used as a fallback.
+        hub_name: The hub configuration name, if any.
+    """
+
+    name: str
+    splits: tuple[str, ...]
+    to_problem: Callable[[Row, str], Problem]
+    package_file: Callable[[str], PackageFile | None]
+    hub_path: str
+    hub_name: str | None
+
+
+def load_split(
+    spec: DatasetSpec, split: str, data_files: str | os.PathLike[str] | None = None
+) -> tuple[Problem, ...]:
+    """Load (once per process) the problems of one split of a data set.
+
+    Args:
+        spec: The data set.
+        split: One of ``spec.splits``.
+        data_files: A local file in the data set's own format, used instead of any
+            installed or hub copy.
+
+    Raises:
+        ValueError: Unknown split (the message lists the valid ones), or a row lacking
+            a field.
+        DatasetNotFound: No source has the data (the message says how to get it).
+    """
+    if split not in spec.splits:
+        raise ValueError(f"{spec.name} has no split {split!r}; valid splits: {list(spec.splits)}")
+    return _load_split(spec, split, None if data_files is None else os.fspath(data_files))
+
+
+@lru_cache(maxsize=32)
+def _load_split(spec: DatasetSpec, split: str, data_files: str | None) -> tuple[Problem, ...]:
+    source = resolve_rows(
+        spec.name,
+        split,
+        data_files=data_files,
+        package_file=spec.package_file(split),
+        hub=HubDataset(spec.hub_path, spec.hub_name, split),
+    )
+    problems = []
+    for position, row in enumerate(source.rows):
+        try:
+            problems.append(spec.to_problem({"idx": position, **row}, split))
+        except (KeyError, IndexError) as error:
+            raise ValueError(
+                f"row {position} of {source.origin} lacks field {error}; {spec.name} rows "
+                f"need the fields described in {spec.to_problem.__module__}"
+            ) from error
+    return tuple(problems)
 
 
 def resolve_rows(

