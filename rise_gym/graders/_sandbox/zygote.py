@@ -72,11 +72,12 @@ def main() -> None:
     pid_one = os.getpid() == 1
     if not pid_one:
         libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # orphans come back to us
+    harness = _load_harness()  # before /tmp is replaced: the project may live under /tmp
     private_tmp = pid_one and config["private_tmp"] and _mount_private_tmp(libc)
     workroot = tempfile.mkdtemp(prefix="rise-sandbox-")
     os.chmod(workroot, 0o711)  # a dropped uid may enter its own work dir, not list others
     interfaces = [name for _, name in socket.if_nameindex()]
-    setup = Setup(config["uid"], workroot, pid_one, _load_harness().run)
+    setup = Setup(config["uid"], workroot, pid_one, harness.run)
     write_frame(1, {"pid_one": pid_one, "private_tmp": private_tmp, "interfaces": interfaces})
     try:
         while (job := read_frame(0)) is not None:
