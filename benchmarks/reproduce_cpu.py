@@ -85,10 +85,11 @@ def main() -> None:
     rise = RISEAgent(llm, default_model_path(), config, training, params=greedy).learn(
         ENV, env_kwargs
     )
-    last = output / "rise" / f"iteration-{args.iterations}" / "eval.jsonl"
+    last = config.output_dir / f"iteration-{args.iterations}" / "eval.jsonl"
     rows["RISE: sequential"] = score(rise, "rise-sequential", records=last)  # learn() made it
     rows["RISE: parallel k=5"] = score(
-        ParallelSampling(llm, 5, sampled, adapter=rise.adapter), "rise-parallel"
+        ParallelSampling(llm, 5, sampled, adapter=rise.adapter),
+        f"{config.output_dir.name}-parallel",
     )
     _report(rows, output, time.perf_counter() - started, args)
 
@@ -127,6 +128,12 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--eval-problems", type=int, default=100, help="Evaluation problems.")
     parser.add_argument("--train-problems", type=int, default=128, help="Rollouts per iteration.")
     parser.add_argument("--boost-problems", type=int, default=200, help="Boost SFT examples.")
+    parser.add_argument(
+        "--boost",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Run the boost SFT phase first (at level 1 it alone reaches 100%%).",
+    )
     parser.add_argument("--iterations", type=int, default=1, help="RISE iterations.")
     parser.add_argument("--num-samples", type=int, default=4, help="Best-of-N samples per state.")
     parser.add_argument("--history-window", type=int, default=2, help="Earlier attempts kept.")
