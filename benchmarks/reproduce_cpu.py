@@ -71,9 +71,10 @@ def main() -> None:
         eval_problems=args.eval_problems,
         num_samples=args.num_samples,
         max_new_tokens=args.max_new_tokens,
+        boost=args.boost,
         boost_problems=args.boost_problems,
         seed=args.seed,
-        output_dir=output / "rise",
+        output_dir=output / ("rise" if args.boost else "rise-no-boost"),
     )
     training = TrainingConfig(
         learning_rate=args.learning_rate,
