@@ -1,0 +1,148 @@
+"""What a leaderboard run evaluates, and the folder its results live in."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from agents.leaderboard.roster import AGENT_KINDS
+from agents.llm.default_model import DEFAULT_MODEL, resolve_adapter
+from agents.llm.factory import BACKENDS
+from rise_gym.envs.registration import ENV_IDS
+
+DEFAULT_ENVS = ("RISE-Arithmetic-v0", "RISE-GSM8K-v0")
+DEFAULT_AGENTS = ("sequential", "parallel", "self-refine")
+
+_RUN_ONLY = ("envs", "agents", "batch_size", "output_dir")
+"""Fields that do not change any episode's outcome, so they stay out of the run folder's key."""
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass(frozen=True)
+class LeaderboardConfig:
+    """Agents x environments evaluated at equal compute: k turns vs k samples vs self-refine.
+
+    The defaults are the embedded CPU leaderboard: the default model on easy arithmetic
+    and a slice of GSM8K, about 10 minutes on 2 CPU cores.
+    """
+
+    model: str | None = field(
+        default=None,
+        metadata=_help(
+            "Hugging Face id, local folder or served model name (None: the offline default "
+            "model SmolLM2-135M-Instruct, or with 'openai' the server's first model)."
+        ),
+    )
+    adapter: str | None = field(
+        default=None, metadata=_help("PEFT adapter of the 'rise' agent (a RISE run's output).")
+    )
+    backend: str = field(default="transformers", metadata=_help(f"One of {list(BACKENDS)}."))
+    base_url: str | None = field(
+        default=None, metadata=_help("Server URL of the 'openai' back end.")
+    )
+    envs: tuple[str, ...] = field(default=DEFAULT_ENVS, metadata=_help("Environment ids."))
+    agents: tuple[str, ...] = field(
+        default=DEFAULT_AGENTS, metadata=_help(f"Agents, from {list(AGENT_KINDS)}.")
+    )
+    num_problems: int = field(default=16, metadata=_help("Problems per environment."))
+    max_turns: int = field(
+        default=5, metadata=_help("k: turns of sequential agents, samples of 'parallel'.")
+    )
+    seed: int = field(default=0, metadata=_help("Seed of the episodes and of sampling."))
+    max_new_tokens: int = field(default=128, metadata=_help("Tokens generated per response."))
+    temperature: float = field(
+        default=0.0, metadata=_help("Temperature of the turn-by-turn agents (0 = greedy).")
+    )
+    parallel_temperature: float = field(
+        default=0.7, metadata=_help("Temperature of the parallel samples.")
+    )
+    difficulty: int = field(default=1, metadata=_help("Level of the arithmetic environment."))
+    history_window: int | None = field(
+        default=2, metadata=_help("Earlier attempts kept in each prompt (None keeps all).")
+    )
+    env_args: dict[str, Any] = field(
+        default_factory=dict, metadata=_help("Extra keyword arguments for every gym.make.")
+    )
+    batch_size: int | None = field(
+        default=None, metadata=_help("Most prompts per LLM call (None: a whole turn).")
+    )
+    output_dir: Path = field(
+        default=Path("runs/leaderboard"), metadata=_help("Where run folders are created.")
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "output_dir", Path(self.output_dir))
+        object.__setattr__(self, "envs", tuple(self.envs))
+        object.__setattr__(self, "agents", tuple(self.agents))
+        _check_choices("environment id", self.envs, ENV_IDS)
+        _check_choices("agent", self.agents, AGENT_KINDS)
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown back end {self.backend!r}; choose one of {list(BACKENDS)}")
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("the 'openai' back end needs base_url, e.g. http://localhost:8000/v1")
+        if ("rise" in self.agents) != (self.adapter is not None):
+            raise ValueError(
+                "the 'rise' agent and adapter go together: pass an adapter with agent 'rise' "
+                "(the other agents always use the base model)"
+            )
+        if self.adapter is not None and self.backend != "openai":
+            resolve_adapter(self.adapter)  # raises ModelNotFound for a folder without one
+        for name in ("num_problems", "max_turns", "max_new_tokens", "difficulty"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if "parallel" in self.agents and self.max_turns < 2:
+            raise ValueError("the 'parallel' agent needs max_turns (its k) >= 2")
+        if self.temperature < 0 or self.parallel_temperature <= 0:
+            raise ValueError(
+                "temperature must be >= 0 and parallel_temperature > 0, got "
+                f"{self.temperature} and {self.parallel_temperature}"
+            )
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 or None, got {self.batch_size}")
+
+    def env_kwargs(self, env_id: str) -> dict[str, Any]:
+        """Keyword arguments for ``gym.make(env_id)`` (the turn settings come from evaluate)."""
+        kwargs: dict[str, Any] = {"history_window": self.history_window}
+        if ENV_IDS[env_id][0].endswith(":ArithmeticEnv"):
+            kwargs["difficulty"] = self.difficulty
+        return {**kwargs, **self.env_args}
+
+    @property
+    def model_name(self) -> str:
+        """The model's name in reports: ``model``, or what None stands for."""
+        return self.model or (DEFAULT_MODEL if self.backend != "openai" else "served-model")
+
+    def settings(self) -> dict[str, Any]:
+        """The fields that decide episode outcomes.
+
+        ``model`` is given as `model_name`, and a local ``adapter`` as its absolute path
+        and version, so an adapter saved again in place starts a new run folder.
+        """
+        values = {**asdict(self), "model": self.model_name}
+        if self.adapter is not None and self.backend != "openai":
+            folder, version = resolve_adapter(self.adapter)
+            values["adapter"] = f"{folder} (version {version})"
+        return {f.name: values[f.name] for f in fields(self) if f.name not in _RUN_ONLY}
+
+    def run_folder(self) -> Path:
+        """``output_dir/<model>-<hash of settings()>``: equal settings share a folder."""
+        digest = hashlib.sha256(
+            json.dumps(self.settings(), sort_keys=True, default=str).encode()
+        ).hexdigest()
+        model = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(self.model_name).name)
+        return self.output_dir / f"{model}-{digest[:10]}"
+
+
+def _check_choices(kind: str, chosen: tuple[str, ...], valid: dict[str, Any]) -> None:
+    if not chosen:
+        raise ValueError(f"choose at least one {kind} from {sorted(valid)}")
+    for name in chosen:
+        if name not in valid:
+            raise ValueError(f"unknown {kind} {name!r}; choose from {sorted(valid)}")

@@ -1,0 +1,172 @@
+"""Leaderboard tables: one entry per agent x environment, as Markdown, CSV and JSON."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agents.evaluate import Evaluation
+from rise_gym.metrics import (
+    Estimate,
+    average_generated_tokens,
+    average_llm_calls,
+    majority_at_turns,
+)
+
+
+@dataclass
+class Entry:
+    """One agent's figures on one environment.
+
+    Attributes:
+        agent: The agent's name.
+        env_id: The environment id.
+        metrics: ``p1@t1`` .. ``p1@tk`` and ``m1@t1`` .. ``m1@tk`` for turn-by-turn
+            agents; ``p1@t1``, ``m1@t1``, ``mk@t1`` and ``pk@t1`` for parallel sampling.
+        llm_calls: Mean LLM calls per problem.
+        generated_tokens: Mean generated tokens per problem.
+        wall_time: Seconds spent generating for all the problems (resumed runs keep
+            the time recorded when each episode was played).
+    """
+
+    agent: str
+    env_id: str
+    metrics: dict[str, Estimate]
+    llm_calls: float
+    generated_tokens: float
+    wall_time: float
+
+    @classmethod
+    def from_evaluation(cls, evaluation: Evaluation) -> Entry:
+        """Summarise an evaluation, adding m1@tk at every turn k for the accuracy curves."""
+        records = evaluation.records
+        metrics = dict(evaluation.metrics)
+        turns = max(int(name[4:]) for name in metrics if name.startswith("p1@t"))
+        for k in range(2, turns):
+            metrics[f"m1@t{k}"] = majority_at_turns(records, k)
+        return cls(
+            agent=evaluation.agent,
+            env_id=evaluation.env_id,
+            metrics=dict(sorted(metrics.items(), key=lambda item: _metric_order(item[0]))),
+            llm_calls=average_llm_calls(records),
+            generated_tokens=average_generated_tokens(records),
+            wall_time=sum(record.wall_time for record in records),
+        )
+
+    def curve(self, kind: str, max_turns: int) -> list[float | None]:
+        """Accuracy of ``kind`` (``"p1"`` or ``"m1"``) at turns 1..max_turns (None: not run)."""
+        estimates = [self.metrics.get(f"{kind}@t{k}") for k in range(1, max_turns + 1)]
+        return [None if estimate is None else estimate.value for estimate in estimates]
+
+
+@dataclass
+class Leaderboard:
+    """Entries of one run and the columns they are reported in.
+
+    Attributes:
+        entries: One per agent x environment, in run order.
+        max_turns: k: the turn and sample count the columns are built from.
+        settings: What produced the entries (model, seeds, ...), stored in the JSON.
+    """
+
+    entries: list[Entry]
+    max_turns: int
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def columns(self) -> list[str]:
+        """``p1@t1`` .. ``p1@tk``, ``m1@tk``, ``mk@t1``, ``pk@t1``."""
+        k = self.max_turns
+        return [*(f"p1@t{t}" for t in range(1, k + 1)), f"m1@t{k}", f"m{k}@t1", f"p{k}@t1"]
+
+    def to_markdown(self) -> str:
+        """A Markdown table: percentages with their 95% Wilson intervals."""
+        header = ["agent", "env", "n", *self.columns, "calls/problem", "tokens/problem", "time (s)"]
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for entry in self.entries:
+            cells = [str(entry.metrics.get(name, "–")) for name in self.columns]
+            row = [
+                entry.agent,
+                entry.env_id,
+                str(entry.metrics["p1@t1"].n),
+                *cells,
+                f"{entry.llm_calls:.1f}",
+                f"{entry.generated_tokens:.0f}",
+                f"{entry.wall_time:.0f}",
+            ]
+            lines.append("| " + " | ".join(row) + " |")
+        return "\n".join(lines) + "\n"
+
+    def to_csv(self) -> str:
+        """CSV with fractions: each metric as ``name``, ``name_low``, ``name_high``."""
+        bounds = [f"{name}{suffix}" for name in self.columns for suffix in ("", "_low", "_high")]
+        header = ["agent", "env_id", "n", *bounds, "llm_calls", "generated_tokens", "wall_time"]
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(header)
+        for entry in self.entries:
+            figures: list[Any] = []
+            for name in self.columns:
+                estimate = entry.metrics.get(name)
+                figures += (
+                    [""] * 3 if estimate is None else [estimate.value, estimate.low, estimate.high]
+                )
+            writer.writerow(
+                [
+                    entry.agent,
+                    entry.env_id,
+                    entry.metrics["p1@t1"].n,
+                    *figures,
+                    entry.llm_calls,
+                    entry.generated_tokens,
+                    entry.wall_time,
+                ]
+            )
+        return buffer.getvalue()
+
+    def to_json(self) -> str:
+        """Every entry with all its metrics (fractions and intervals) and the settings."""
+        entries = [
+            {
+                "agent": entry.agent,
+                "env_id": entry.env_id,
+                "metrics": {
+                    name: {"value": e.value, "low": e.low, "high": e.high, "n": e.n}
+                    for name, e in entry.metrics.items()
+                },
+                "llm_calls": entry.llm_calls,
+                "generated_tokens": entry.generated_tokens,
+                "wall_time": entry.wall_time,
+            }
+            for entry in self.entries
+        ]
+        report = {"settings": self.settings, "max_turns": self.max_turns, "entries": entries}
+        return json.dumps(report, indent=2, default=str) + "\n"
+
+    def write(self, folder: str | Path) -> dict[str, Path]:
+        """Write ``leaderboard.md``, ``.csv``, ``.json`` and the ``accuracy.png`` plot.
+
+        Returns:
+            The written paths by format (``"md"``, ``"csv"``, ``"json"``, ``"png"``).
+        """
+        from agents.leaderboard.plot import plot_accuracy
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = {suffix: folder / f"leaderboard.{suffix}" for suffix in ("md", "csv", "json")}
+        paths["md"].write_text(self.to_markdown(), encoding="utf-8")
+        paths["csv"].write_text(self.to_csv(), encoding="utf-8")
+        paths["json"].write_text(self.to_json(), encoding="utf-8")
+        paths["png"] = plot_accuracy(self, folder / "accuracy.png")
+        return paths
+
+
+def _metric_order(name: str) -> tuple[int, int]:
+    """p1@t1..p1@tk, then m1@t1..m1@tk, then the sample metrics."""
+    prefix, turn = name.split("@t")
+    rank = {"p1": 0, "m1": 1}.get(prefix, 2 if prefix.startswith("m") else 3)
+    return rank, int(turn)

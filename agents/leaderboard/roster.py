@@ -1,0 +1,53 @@
+"""The agents a leaderboard fields, built by name from one configuration."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from agents.base import Agent
+from agents.llm.base import LLM, SamplingParams
+from agents.parallel import ParallelSampling
+from agents.self_refine import SelfRefine
+from agents.sequential import SequentialRetry
+
+if TYPE_CHECKING:
+    from agents.leaderboard.config import LeaderboardConfig
+
+AGENT_KINDS = {
+    "sequential": "k turns, each conditioned on the earlier attempts (prompting only)",
+    "parallel": "k independent samples at turn 1, majority answer submitted",
+    "self-refine": "k turns; each later turn is the model's own critique, then a refinement",
+    "rise": "sequential with a RISE-trained adapter (needs an adapter)",
+}
+"""Every agent name a leaderboard accepts, with what it does."""
+
+
+def build_agent(kind: str, llm: LLM, config: LeaderboardConfig) -> Agent:
+    """Build the agent called ``kind`` on ``llm`` with the configuration's sampling settings.
+
+    Args:
+        kind: A key of `AGENT_KINDS`.
+        llm: The back end every agent of the run shares.
+        config: Supplies max_new_tokens, temperatures, seed, k (``max_turns``) and the
+            adapter of the ``rise`` agent.
+
+    Returns:
+        The agent, named ``kind``.
+    """
+    params = SamplingParams(
+        max_new_tokens=config.max_new_tokens, temperature=config.temperature, seed=config.seed
+    )
+    if kind == "sequential":
+        return SequentialRetry(llm, params, name=kind)
+    if kind == "rise":
+        return SequentialRetry(llm, params, adapter=config.adapter, name=kind)
+    if kind == "self-refine":
+        return SelfRefine(llm, params, name=kind)
+    if kind == "parallel":
+        sampling = SamplingParams(
+            max_new_tokens=config.max_new_tokens,
+            temperature=config.parallel_temperature,
+            seed=config.seed,
+        )
+        return ParallelSampling(llm, k=config.max_turns, params=sampling, name=kind)
+    raise ValueError(f"unknown agent {kind!r}; choose from {list(AGENT_KINDS)}")

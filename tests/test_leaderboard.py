@@ -1,0 +1,233 @@
+"""The leaderboard: reports consistent with the episode records, resume, folders, a tiny model."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+
+import pytest
+from matplotlib.image import imread
+
+import agents.leaderboard.run as run_module
+from agents.leaderboard import LeaderboardConfig, run_leaderboard
+from agents.llm.base import LLM, Completion, Generation, ModelNotFound
+from rise_gym.metrics import summarize
+from rise_gym.records import read_records
+
+ENVS = ("RISE-Arithmetic-v0", "RISE-GSM8K-v0")
+
+
+class ScriptedLLM(LLM):
+    """Answers arithmetic by rule, right or wrong depending on the problem and the turn.
+
+    Sequential turns: ``a + b`` is answered right from turn ``(a + b) % 3`` (0-based)
+    on, so p1@tk grows with k and m1@t3 is below p1@t3. Samples: sample i is right when
+    ``(a + b + i) % 2 == 0``. GSM8K questions get a wrong answer. Counts conversations.
+    """
+
+    def __init__(self) -> None:
+        self.conversations = 0
+
+    def generate(self, conversations, params, *, adapter=None):
+        self.conversations += len(conversations)
+        generations = []
+        for conversation in conversations:
+            numbers = re.match(r"What is (\d+) \+ (\d+)\?", conversation[0]["content"])
+            total = int(numbers[1]) + int(numbers[2]) if numbers else -1
+            turn = sum(message["role"] == "assistant" for message in conversation)
+            if params.n == 1:
+                right = [turn >= total % 3]
+            else:
+                right = [(total + i) % 2 == 0 for i in range(params.n)]
+            generations.append(
+                Generation(
+                    [
+                        Completion(f"\\boxed{{{total if ok else total + 1}}}", num_tokens=4)
+                        for ok in right
+                    ]
+                )
+            )
+        return generations
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    """Every leaderboard back end is one ScriptedLLM; counts how often one was built."""
+    llm = ScriptedLLM()
+    builds = []
+
+    def make_llm(model=None, **options):
+        builds.append(model)
+        return llm
+
+    monkeypatch.setattr(run_module, "make_llm", make_llm)
+    return llm, builds
+
+
+def make_config(tmp_path, **overrides) -> LeaderboardConfig:
+    settings = dict(
+        envs=ENVS,
+        agents=("sequential", "parallel"),
+        num_problems=6,
+        max_turns=3,
+        max_new_tokens=8,
+        output_dir=tmp_path,
+    )
+    return LeaderboardConfig(**{**settings, **overrides})
+
+
+def test_reports_hold_every_entry_consistent_with_the_records(tmp_path, scripted):
+    config = make_config(tmp_path)
+    leaderboard = run_leaderboard(config, progress=False)
+    folder = config.run_folder()
+
+    report = json.loads((folder / "leaderboard.json").read_text())
+    rows = list(csv.DictReader((folder / "leaderboard.csv").open()))
+    markdown = (folder / "leaderboard.md").read_text().splitlines()
+    cells = [(kind, env) for kind in config.agents for env in ENVS]
+    assert [(e["agent"], e["env_id"]) for e in report["entries"]] == cells
+    assert [(r["agent"], r["env_id"]) for r in rows] == cells
+    assert len(markdown) == 2 + len(cells)
+    assert markdown[0].split(" | ")[3:9] == ["p1@t1", "p1@t2", "p1@t3", "m1@t3", "m3@t1", "p3@t1"]
+
+    for entry, row, line in zip(report["entries"], rows, markdown[2:]):
+        records = read_records(folder / "episodes" / f"{entry['agent']}--{entry['env_id']}.jsonl")
+        assert len(records) == config.num_problems
+        turns = 1 if entry["agent"] == "parallel" else config.max_turns
+        for name, estimate in summarize(records, max_turns=turns).items():
+            assert entry["metrics"][name]["value"] == pytest.approx(estimate.value)
+            assert entry["metrics"][name]["low"] == pytest.approx(estimate.low)
+            if name in leaderboard.columns:
+                assert float(row[name]) == pytest.approx(estimate.value)
+                assert str(estimate) in line
+        calls = sum(t.llm_calls for r in records for t in r.turns) / len(records)
+        assert entry["llm_calls"] == pytest.approx(calls) == pytest.approx(float(row["llm_calls"]))
+        assert entry["wall_time"] == pytest.approx(sum(r.wall_time for r in records))
+
+    arithmetic = report["entries"][0]["metrics"]
+    oracle = [arithmetic[f"p1@t{k}"]["value"] for k in (1, 2, 3)]
+    assert oracle == sorted(oracle) and oracle[0] < oracle[2] == 1.0
+    assert arithmetic["m1@t3"]["value"] < 1.0
+    parallel = report["entries"][2]["metrics"]
+    assert parallel["m3@t1"]["value"] < parallel["p3@t1"]["value"] == 1.0
+    assert report["settings"]["num_problems"] == 6 and report["max_turns"] == 3
+
+    image = imread(folder / "accuracy.png")
+    height, width = image.shape[:2]
+    assert width > 1.8 * height  # one panel per environment, side by side
+
+
+def test_second_run_with_the_same_settings_generates_nothing(tmp_path, scripted):
+    llm, builds = scripted
+    config = make_config(tmp_path)
+    run_leaderboard(config, progress=False)
+    first = (config.run_folder() / "leaderboard.json").read_text()
+    assert builds and llm.conversations > 0
+
+    builds.clear()
+    llm.conversations = 0
+    run_leaderboard(config, progress=False)
+    assert builds == [] and llm.conversations == 0  # no model was even loaded
+    assert (config.run_folder() / "leaderboard.json").read_text() == first
+
+
+def test_interrupted_run_resumes_with_the_missing_episodes_only(tmp_path, scripted):
+    llm, _ = scripted
+    config = make_config(tmp_path, agents=("sequential",), envs=("RISE-Arithmetic-v0",))
+    run_leaderboard(config, progress=False)
+    episodes = config.run_folder() / "episodes" / "sequential--RISE-Arithmetic-v0.jsonl"
+    lines = episodes.read_text().splitlines(keepends=True)
+    episodes.write_text("".join(lines[:4]))  # killed before episodes 5 and 6 finished
+
+    llm.conversations = 0
+    run_leaderboard(config, progress=False)
+    assert llm.conversations == 2 * config.max_turns  # episodes 5 and 6, every turn
+    assert [r.index for r in read_records(episodes)] == [0, 1, 2, 3, 4, 5]
+
+
+def test_run_folder_depends_on_settings_that_change_results_only(tmp_path):
+    base = make_config(tmp_path)
+    same = [make_config(tmp_path, agents=("parallel",), envs=ENVS[:1], batch_size=2)]
+    different = [
+        make_config(tmp_path, **change)
+        for change in (
+            {"num_problems": 7},
+            {"seed": 1},
+            {"max_turns": 4},
+            {"difficulty": 2},
+            {"max_new_tokens": 9},
+            {"model": "/models/other"},
+            {"backend": "vllm"},
+            {"env_args": {"retry_prompt": "Again."}},
+        )
+    ]
+    assert all(config.run_folder() == base.run_folder() for config in same)
+    folders = {config.run_folder() for config in different}
+    assert len(folders) == len(different) and base.run_folder() not in folders
+    assert base.run_folder().name.startswith("SmolLM2-135M-Instruct-")
+
+
+def test_an_adapter_saved_again_in_place_gets_a_new_run_folder(tmp_path):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    config = make_config(tmp_path, agents=("sequential", "rise"), adapter=str(adapter))
+    before = config.run_folder()
+    (adapter / "adapter_model.safetensors").write_bytes(b"retrained")
+    os.utime(adapter / "adapter_model.safetensors", ns=(2**62, 2**62))
+    assert config.run_folder() != before
+    with pytest.raises(ModelNotFound, match="not a PEFT adapter"):
+        make_config(tmp_path, agents=("rise",), adapter=str(tmp_path / "missing"))
+
+
+def test_a_folder_with_a_manifest_of_other_settings_is_refused(tmp_path, scripted):
+    config = make_config(tmp_path, agents=("sequential",), envs=("RISE-Arithmetic-v0",))
+    manifest = config.run_folder() / "manifest.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text(json.dumps({"model": "something else"}))
+    with pytest.raises(ValueError, match="other settings"):
+        run_leaderboard(config, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"agents": ("sequential", "oracle")}, "unknown agent 'oracle'"),
+        ({"envs": ("RISE-Nope-v0",)}, "unknown environment id"),
+        ({"agents": ("rise",)}, "adapter"),
+        ({"adapter": "runs/adapter"}, "adapter"),
+        ({"num_problems": 0}, "num_problems must be >= 1"),
+        ({"backend": "openai"}, "base_url"),
+    ],
+)
+def test_bad_settings_are_rejected_with_the_fix(tmp_path, change, message):
+    with pytest.raises(ValueError, match=message):
+        make_config(tmp_path, **change)
+
+
+def test_tiny_model_end_to_end_on_two_envs_and_two_agents(
+    tmp_path, tiny_model_dir, torch_one_thread
+):
+    config = make_config(
+        tmp_path, model=str(tiny_model_dir), num_problems=2, max_turns=2, max_new_tokens=8
+    )
+    leaderboard = run_leaderboard(config, progress=False)
+    folder = config.run_folder()
+    assert {path.name for path in folder.iterdir()} == {
+        "episodes",
+        "manifest.json",
+        "leaderboard.md",
+        "leaderboard.csv",
+        "leaderboard.json",
+        "accuracy.png",
+    }
+    assert len(list((folder / "episodes").glob("*.jsonl"))) == 4
+    assert [(e.agent, e.env_id) for e in leaderboard.entries] == [
+        (kind, env) for kind in ("sequential", "parallel") for env in ENVS
+    ]
+    for entry in leaderboard.entries:
+        assert entry.metrics["p1@t1"].n == 2
+        assert entry.generated_tokens > 0 and entry.wall_time > 0
+        assert entry.llm_calls == 2  # two turns, or k = 2 samples
