@@ -55,7 +55,7 @@ def plot_accuracy(leaderboard: Leaderboard, path: str | Path) -> Path:
                     turns, values, style, marker=".", color=color, label=f"{entry.agent} {kind}@tk"
                 )
         ax.set(title=env_id, xlabel="turn k", ylabel="accuracy (%)", xticks=turns)
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(-2, 102)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="x-small")
     path = Path(path)
