@@ -58,8 +58,9 @@ def test_compute_is_counted_for_equal_compute_comparisons(tiny_llm):
     costs = {}
     for agent_name in ("sequential", "parallel", "self-refine"):
         agent = build(agent_name, tiny_llm)
-        records = rollout("RISE-Arithmetic-v0", agent, num_episodes=2, env_kwargs=kwargs,
-                          progress=False)
+        records = rollout(
+            "RISE-Arithmetic-v0", agent, num_episodes=2, env_kwargs=kwargs, progress=False
+        )
         costs[agent_name] = [[t.llm_calls for t in r.turns] for r in records]
     assert costs["sequential"] == [[1, 1, 1]] * 2
     assert costs["parallel"] == [[3]] * 2  # k = 3 samples at turn 1 = 3 sequential turns
@@ -78,7 +79,11 @@ def test_parallel_sampling_submits_the_majority_answer():
 
     agent = ParallelSampling(ScriptedLLM(), k=3)  # type: ignore[arg-type]
     action = agent.act([[{"role": "user", "content": "q"}]])[0]
-    assert action.text == "\\boxed{5}" and action.samples == ["\\boxed{7}", "\\boxed{5}", "\\boxed{5}"]
+    assert action.text == "\\boxed{5}" and action.samples == [
+        "\\boxed{7}",
+        "\\boxed{5}",
+        "\\boxed{5}",
+    ]
     assert (action.llm_calls, action.generated_tokens) == (3, 9)
 
 
@@ -111,6 +116,7 @@ def test_parallel_sampling_needs_two_samples():
 
 def test_a_plain_function_is_an_agent():
     agent = FunctionAgent(lambda conversation: "\\boxed{0}", name="zero")
-    records = rollout("RISE-Arithmetic-v0", agent, num_episodes=3,
-                      env_kwargs={"max_turns": 1}, progress=False)
+    records = rollout(
+        "RISE-Arithmetic-v0", agent, num_episodes=3, env_kwargs={"max_turns": 1}, progress=False
+    )
     assert [r.agent for r in records] == ["zero"] * 3

@@ -32,11 +32,21 @@ class CountingLLM:
 
 def make_agent(tiny_model_dir, tmp_path, llm):
     config = RISEConfig(
-        iterations=1, max_turns=2, train_problems=4, eval_problems=3, num_samples=3,
-        max_new_tokens=4, boost_problems=8, output_dir=tmp_path / "run",
+        iterations=1,
+        max_turns=2,
+        train_problems=4,
+        eval_problems=3,
+        num_samples=3,
+        max_new_tokens=4,
+        boost_problems=8,
+        output_dir=tmp_path / "run",
     )
     training = TrainingConfig(
-        num_epochs=4, per_device_batch_size=4, learning_rate=3e-2, lora_rank=4, lora_alpha=8,
+        num_epochs=4,
+        per_device_batch_size=4,
+        learning_rate=3e-2,
+        lora_rank=4,
+        lora_alpha=8,
         max_seq_length=256,
     )
     return RISEAgent(llm, tiny_model_dir, config, training, params=SamplingParams(max_new_tokens=4))
@@ -69,7 +79,9 @@ def test_learn_runs_every_step_writes_every_artifact_and_resumes(
         metrics = json.loads((run / folder / "metrics.json").read_text())
         assert {"p1@t1", "p1@t2", "m1@t2"} <= set(metrics)
         assert len((run / folder / "eval.jsonl").read_text().splitlines()) == 3
-    states = [json.loads(line) for line in (run / "iteration-1" / "states.jsonl").read_text().splitlines()]
+    states = [
+        json.loads(line) for line in (run / "iteration-1" / "states.jsonl").read_text().splitlines()
+    ]
     assert len(states) >= 4 and all(s["improved"]["source"] == "improved" for s in states)
     assert agent.adapter == str(run / "iteration-1" / "model")
     assert [h["folder"] for h in agent.history] == [str(run / "boost"), str(run / "iteration-1")]
