@@ -233,26 +233,52 @@ class StoppingPolicy:
         """Load a policy saved by `save`.
 
         Raises:
-            FileNotFoundError: If the directory holds no ``stopping.json``.
+            FileNotFoundError: If the directory is not a saved policy (see
+                `read_policy_settings`).
             ValueError: If it was trained on a different feature set.
         """
-        directory = Path(path)
-        config_path = directory / "stopping.json"
-        if not config_path.is_file():
-            raise FileNotFoundError(f"no stopping policy at {directory} (missing stopping.json)")
-        config = json.loads(config_path.read_text())
-        if config["features"] != list(FEATURE_NAMES):
-            raise ValueError(
-                f"{directory} was trained on features {config['features']}, but this version "
-                f"computes {list(FEATURE_NAMES)}; retrain the policy"
-            )
-        model = _algorithm_class(config["algorithm"]).load(directory / "model.zip", device="cpu")
+        config = read_policy_settings(path)
+        model = _algorithm_class(config["algorithm"]).load(Path(path) / "model.zip", device="cpu")
         return cls(
             model,
             max_turns=config["max_turns"],
             length_scale=config["length_scale"],
             name=config["name"],
         )
+
+
+def read_policy_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Check a directory saved by `StoppingPolicy.save` and read its ``stopping.json``.
+
+    Loads no model (and no torch), so it suits checking a path before a long run.
+
+    Args:
+        path: The policy's directory.
+
+    Returns:
+        The settings the policy was trained with: ``algorithm``, ``max_turns``,
+        ``length_scale``, ``name`` and ``features``.
+
+    Raises:
+        FileNotFoundError: If the directory or its ``stopping.json`` or ``model.zip`` is
+            missing; the message says how to make a policy.
+        ValueError: If the policy was trained on a different feature set.
+    """
+    directory = Path(path)
+    missing = [name for name in ("stopping.json", "model.zip") if not (directory / name).is_file()]
+    if missing:
+        problem = "no such directory" if not directory.is_dir() else "missing " + ", ".join(missing)
+        raise FileNotFoundError(
+            f"no stopping policy at {directory} ({problem}); save one with StoppingPolicy.save, "
+            "e.g. `python benchmarks/stopping.py` trains one into runs/stopping/policy"
+        )
+    settings: dict[str, Any] = json.loads((directory / "stopping.json").read_text())
+    if settings["features"] != list(FEATURE_NAMES):
+        raise ValueError(
+            f"{directory} was trained on features {settings['features']}, but this version "
+            f"computes {list(FEATURE_NAMES)}; retrain the policy"
+        )
+    return settings
 
 
 def train_stopping_policy(

@@ -1,13 +1,16 @@
 """Batched rollout engine vs a naive per-episode loop, same seeds, default model on CPU.
 
 Runs ``--episodes`` episodes x ``--turns`` turns of RISE-Arithmetic-v0 with greedy
-`SequentialRetry` twice: batched (all live episodes in one LLM call per turn) and naive
-(``batch_size=1``: one call per episode per turn). Prints episodes/s, generated tokens/s,
-the speed-up, the share of wall time spent outside the model (environment, grading,
-bookkeeping), and whether both runs produced identical records (greedy decoding must not
-depend on batching).
+`SequentialRetry`: batched (all live episodes in one LLM call per turn) and naive
+(``batch_size=1``: one call per episode per turn), both on the same back end, then, as an
+ablation, batched again with the back end's prefix cache turned off (every turn then
+recomputes the whole conversation). Prints episodes/s, generated tokens/s, the speed-up,
+the share of wall time spent outside the model (environment, grading, bookkeeping), and
+whether the runs produced identical responses (greedy decoding must not depend on
+batching or on the cache).
 
     python benchmarks/rollout.py                      # 32 episodes x 5 turns
+    python benchmarks/rollout.py --no-ablation        # skip the run without the cache
 """
 
 from __future__ import annotations
@@ -47,14 +50,23 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=5, help="Turns per episode.")
     parser.add_argument("--max-new-tokens", type=int, default=48, help="Tokens per response.")
     parser.add_argument("--difficulty", type=int, default=1, help="RISE-Arithmetic level.")
+    parser.add_argument(
+        "--ablation",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Also run batched without the prefix cache.",
+    )
     args = parser.parse_args()
 
-    llm = TimedLLM(make_llm())
-    agent = SequentialRetry(llm, SamplingParams(max_new_tokens=args.max_new_tokens))
+    params = SamplingParams(max_new_tokens=args.max_new_tokens)
     env_kwargs = {"difficulty": args.difficulty, "max_turns": args.turns}
+    runs = [("batched", None, {}), ("naive", 1, {})]
+    if args.ablation:
+        runs.append(("no-cache", None, {"prefix_cache_bytes": 0}))
     results = {}
-    for name, batch_size in (("batched", None), ("naive", 1)):
-        llm.seconds = 0.0
+    for name, batch_size, options in runs:
+        llm = TimedLLM(make_llm(**options))
+        agent = SequentialRetry(llm, params)
         started = time.perf_counter()
         records = rollout(
             ENV,
@@ -66,16 +78,17 @@ def main() -> None:
         )
         wall = time.perf_counter() - started
         tokens = sum(turn.generated_tokens for record in records for turn in record.turns)
-        results[name] = (wall, tokens, llm.seconds, records)
+        results[name] = (wall, [[t.response for t in r.turns] for r in records])
         print(
             f"{name:8s} {args.episodes / wall:7.3f} episodes/s  {tokens / wall:7.1f} tokens/s  "
             f"{wall:7.1f} s wall  {100 * (1 - llm.seconds / wall):5.2f}% outside the model"
         )
-    batched, naive = results["batched"], results["naive"]
-    same = [[t.response for t in r.turns] for r in batched[3]] == [
-        [t.response for t in r.turns] for r in naive[3]
-    ]
-    print(f"speed-up batched / naive: {naive[0] / batched[0]:.2f}x; identical responses: {same}")
+    batched = results.pop("batched")
+    for name, (wall, responses) in results.items():
+        print(
+            f"speed-up batched / {name}: {wall / batched[0]:.2f}x; "
+            f"identical responses: {responses == batched[1]}"
+        )
 
 
 if __name__ == "__main__":

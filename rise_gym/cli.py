@@ -172,6 +172,7 @@ def _eval(args: argparse.Namespace) -> int:
         config = _config(LeaderboardConfig, args, envs=(args.env,), agents=(args.agent,))
         _check_model(config.model, config.backend)
         check_envs(config)
+    stopping = config.load_stopping_policy()
     llm = make_llm(config.model, backend=config.backend, base_url=config.base_url)
     try:
         evaluation = evaluate(
@@ -187,7 +188,8 @@ def _eval(args: argparse.Namespace) -> int:
         )
     finally:
         llm.close()
-    print(Leaderboard([Entry.from_evaluation(evaluation)], config.max_turns).to_markdown())
+    entry = Entry.from_evaluation(evaluation, stopping)
+    print(Leaderboard([entry], config.max_turns).to_markdown())
     return 0
 
 

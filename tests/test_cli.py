@@ -41,7 +41,10 @@ def test_envs_lists_every_id_with_its_size_and_data_source():
     ("command", "options"),
     [
         ("envs", []),
-        ("eval", ["--env", "--agent", "--model", "--num-problems", "--output", "--adapter"]),
+        (
+            "eval",
+            ["--env", "--agent", "--model", "--num-problems", "--output", "--stopping-policy"],
+        ),
         (
             "leaderboard",
             [
@@ -53,6 +56,7 @@ def test_envs_lists_every_id_with_its_size_and_data_source():
                 "--seed",
                 "--max-new-tokens",
                 "--batch-size",
+                "--stopping-policy",
                 "--output-dir",
             ],
         ),
@@ -91,6 +95,7 @@ def test_help_of_every_command_lists_its_options(capsys, command, options):
         (["leaderboard", "--agents", "rise"], "adapter"),
         (["leaderboard", "--agents", "rise", "--adapter", "no/adapter"], "not a PEFT adapter"),
         (["eval", "--env-args", "difficulty"], "expected KEY=VALUE"),
+        (["leaderboard", "--stopping-policy", "no/policy"], "python benchmarks/stopping.py"),
         (["train", "--iterations", "0"], "iterations must be >= 1"),
         (["train", "--backend", "openai"], "training needs the weights"),
         (["train", "--env-args", "colour=1"], "rejects its settings"),
@@ -101,6 +106,12 @@ def test_bad_arguments_get_one_line_and_exit_status_2(capsys, argv, message):
     code, out, err = run_cli(capsys, *argv)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("rise-gym") and message in err
+
+
+def test_a_folder_without_a_stopping_policy_is_a_usage_error(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "leaderboard", "--stopping-policy", str(tmp_path))
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert f"no stopping policy at {tmp_path} (missing stopping.json, model.zip)" in err
 
 
 def test_eval_prints_the_metrics_and_writes_records(
@@ -121,6 +132,14 @@ def test_eval_prints_the_metrics_and_writes_records(
     assert code == 0
     assert "| parallel | RISE-Arithmetic-v0 | 2 |" in out and "m2@t1" in out
     assert len(read_records(output)) == 2
+
+
+def test_eval_at_one_turn_lists_each_column_once(capsys, tiny_model_dir, torch_one_thread):
+    code, out, _ = run_cli(
+        capsys, "eval", "--model", str(tiny_model_dir), *TINY, "--max-turns", "1"
+    )
+    assert code == 0
+    assert "| n | p1@t1 | m1@t1 | calls/problem |" in out
 
 
 def test_leaderboard_writes_its_reports_and_prints_the_table(

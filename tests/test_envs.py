@@ -145,6 +145,16 @@ def test_arithmetic_is_reproducible_and_difficulty_changes_problems():
     assert len({p.question for p in two_digit}) == 500
 
 
+@pytest.mark.parametrize("level", range(2, 8))
+def test_arithmetic_splits_are_disjoint_from_level_2(level):
+    test = {p.question for p in generate_problems(level, "test", 300)}
+    train = {p.question for p in generate_problems(level, "train", 600)}
+    assert len(test) == 300 and not test & train
+    assert {p.question for p in generate_problems(1, "train", 100)} == {
+        p.question for p in generate_problems(1, "test", 100)
+    }  # level 1 is too small to split: both splits are the whole level
+
+
 def test_arithmetic_solutions_are_correct_answers():
     env = ArithmeticEnv(difficulty=7, num_problems=30)
     for index in range(30):

@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import re
+from pathlib import Path
 
 import pytest
 from matplotlib.image import imread
@@ -13,10 +14,12 @@ from matplotlib.image import imread
 import agents.leaderboard.run as run_module
 from agents.leaderboard import LeaderboardConfig, run_leaderboard
 from agents.llm.base import LLM, Completion, Generation, ModelNotFound
+from agents.stopping import StoppingPolicy, evaluate_selection, train_stopping_policy
 from rise_gym.metrics import summarize
 from rise_gym.records import read_records
 
 ENVS = ("RISE-Arithmetic-v0", "RISE-GSM8K-v0")
+STOPPING_EPISODES = Path(__file__).parent / "fixtures" / "stopping_episodes.jsonl"
 
 
 class ScriptedLLM(LLM):
@@ -64,6 +67,17 @@ def scripted(monkeypatch):
 
     monkeypatch.setattr(run_module, "make_llm", make_llm)
     return llm, builds
+
+
+@pytest.fixture(scope="module")
+def stopping_policy(tmp_path_factory) -> Path:
+    """A PPO stopping policy trained in a second on the fixture episodes (3 turns), saved."""
+    policy = train_stopping_policy(
+        STOPPING_EPISODES,
+        total_timesteps=256,
+        algorithm_kwargs={"n_steps": 128, "learning_rate": 3e-3},
+    )
+    return policy.save(tmp_path_factory.mktemp("stopping") / "policy")
 
 
 def make_config(tmp_path, **overrides) -> LeaderboardConfig:
@@ -147,6 +161,84 @@ def test_interrupted_run_resumes_with_the_missing_episodes_only(tmp_path, script
     assert [r.index for r in read_records(episodes)] == [0, 1, 2, 3, 4, 5]
 
 
+def check_stopping_reports(folder, policy_dir, max_turns):
+    """Every report holds the policy's figures on each turn-by-turn agent's episodes."""
+    policy = StoppingPolicy.load(policy_dir)
+    report = json.loads((folder / "leaderboard.json").read_text())
+    rows = list(csv.DictReader((folder / "leaderboard.csv").open()))
+    markdown = (folder / "leaderboard.md").read_text().splitlines()
+    header = markdown[0].split(" | ")
+    accuracy, turns = f"stop@t{max_turns}", header.index("turns (stop)")
+    assert header.index(accuracy) == turns - 1 == header.index(f"m1@t{max_turns}") + 1
+    assert report["settings"]["stopping_policy"] == str(policy_dir)
+    for entry, row, line in zip(report["entries"], rows, markdown[2:], strict=True):
+        cells = line.split(" | ")
+        if entry["agent"] == "parallel":  # its turns are samples: nothing to stop
+            assert entry["stopping"] is None
+            assert row[accuracy] == row[f"{accuracy}_low"] == row["stop_turns"] == ""
+            assert cells[turns - 1] == cells[turns] == "–"
+            continue
+        episodes = folder / "episodes" / f"{entry['agent']}--{entry['env_id']}.jsonl"
+        expected = evaluate_selection(episodes, policy, max_turns=max_turns)
+        estimate = expected.accuracy
+        assert entry["stopping"] == {
+            "rule": policy.name,
+            "value": estimate.value,
+            "low": estimate.low,
+            "high": estimate.high,
+            "n": estimate.n,
+            "average_turns": expected.average_turns,
+        }
+        figures = [row[name] for name in (accuracy, f"{accuracy}_low", f"{accuracy}_high")]
+        assert [float(x) for x in figures] == pytest.approx(
+            [estimate.value, estimate.low, estimate.high]
+        )
+        assert float(row["stop_turns"]) == pytest.approx(expected.average_turns)
+        assert cells[turns - 1 : turns + 1] == [str(estimate), f"{expected.average_turns:.2f}"]
+
+
+def test_a_stopping_policy_added_later_reuses_the_episodes(tmp_path, scripted, stopping_policy):
+    llm, builds = scripted
+    config = make_config(tmp_path, envs=ENVS[:1])
+    run_leaderboard(config, progress=False)
+    folder = config.run_folder()
+    assert "stop" not in (folder / "leaderboard.md").read_text()  # no policy: as before
+    assert "stop" not in (folder / "leaderboard.csv").read_text()
+    assert json.loads((folder / "leaderboard.json").read_text())["entries"][0]["stopping"] is None
+
+    builds.clear()
+    llm.conversations = 0
+    with_policy = make_config(tmp_path, envs=ENVS[:1], stopping_policy=str(stopping_policy))
+    leaderboard = run_leaderboard(with_policy, progress=False)
+    assert with_policy.run_folder() == folder
+    assert builds == [] and llm.conversations == 0  # the finished episodes were reused
+    assert leaderboard.columns == [
+        *("p1@t1", "p1@t2", "p1@t3", "m1@t3"),
+        *("stop@t3", "stop_turns", "m3@t1", "p3@t1"),
+    ]
+    check_stopping_reports(folder, stopping_policy, max_turns=3)
+    sequential, parallel = leaderboard.entries
+    episodes = read_records(folder / "episodes" / "sequential--RISE-Arithmetic-v0.jsonl")
+    assert sequential.stopping == evaluate_selection(
+        episodes, StoppingPolicy.load(stopping_policy), max_turns=3
+    )
+    assert parallel.stopping is None
+
+
+def test_columns_are_listed_once_at_one_turn(tmp_path, scripted):
+    config = make_config(tmp_path, agents=("sequential",), envs=ENVS[:1], max_turns=1)
+    leaderboard = run_leaderboard(config, progress=False)
+    assert leaderboard.columns == ["p1@t1", "m1@t1"]
+    folder = config.run_folder()
+    header = (folder / "leaderboard.md").read_text().splitlines()[0]
+    assert (
+        header == "| agent | env | n | p1@t1 | m1@t1 | calls/problem | tokens/problem | time (s) |"
+    )
+    csv_header = (folder / "leaderboard.csv").read_text().splitlines()[0].split(",")
+    bounds = [f"{name}{suffix}" for name in ("p1@t1", "m1@t1") for suffix in ("", "_low", "_high")]
+    assert csv_header[3:10] == [*bounds, "llm_calls"]
+
+
 def test_run_folder_depends_on_settings_that_change_results_only(tmp_path):
     base = make_config(tmp_path)
     same = [make_config(tmp_path, agents=("parallel",), envs=ENVS[:1], batch_size=2)]
@@ -200,6 +292,7 @@ def test_a_folder_with_a_manifest_of_other_settings_is_refused(tmp_path, scripte
         ({"adapter": "runs/adapter"}, "adapter"),
         ({"num_problems": 0}, "num_problems must be >= 1"),
         ({"backend": "openai"}, "base_url"),
+        ({"stopping_policy": "no/such/policy"}, "no such directory.*benchmarks/stopping.py"),
     ],
 )
 def test_bad_settings_are_rejected_with_the_fix(tmp_path, change, message):
@@ -208,10 +301,15 @@ def test_bad_settings_are_rejected_with_the_fix(tmp_path, change, message):
 
 
 def test_tiny_model_end_to_end_on_two_envs_and_two_agents(
-    tmp_path, tiny_model_dir, torch_one_thread
+    tmp_path, tiny_model_dir, torch_one_thread, stopping_policy
 ):
     config = make_config(
-        tmp_path, model=str(tiny_model_dir), num_problems=2, max_turns=2, max_new_tokens=8
+        tmp_path,
+        model=str(tiny_model_dir),
+        num_problems=2,
+        max_turns=2,
+        max_new_tokens=8,
+        stopping_policy=stopping_policy,
     )
     leaderboard = run_leaderboard(config, progress=False)
     folder = config.run_folder()
@@ -231,3 +329,4 @@ def test_tiny_model_end_to_end_on_two_envs_and_two_agents(
         assert entry.metrics["p1@t1"].n == 2
         assert entry.generated_tokens > 0 and entry.wall_time > 0
         assert entry.llm_calls == 2  # two turns, or k = 2 samples
+    check_stopping_reports(folder, stopping_policy, max_turns=2)

@@ -28,6 +28,7 @@ from agents.llm import (  # noqa: E402
     make_llm,
 )
 from agents.llm import default_model as default_model_module  # noqa: E402
+from agents.llm._decoding import PrefixCache  # noqa: E402
 from agents.llm.default_model import default_model_dir, is_converted, resolve_model  # noqa: E402
 from agents.llm.transformers_backend import chat_prompt_ids  # noqa: E402
 
@@ -44,6 +45,7 @@ CHATS = [
     ],
 ]
 GREEDY = SamplingParams(max_new_tokens=12)
+RETRY = {"role": "user", "content": "That was wrong. Try again."}
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -127,6 +129,58 @@ def test_stop_strings_cut_the_completion(tiny_llm: TransformersLLM) -> None:
     assert 0 < completion.num_tokens < full.completions[0].num_tokens
     never = SamplingParams(max_new_tokens=16, stop=("never generated \u2603",))
     assert tiny_llm.generate(CHATS[:1], never)[0].texts == [text]
+
+
+def test_later_turns_reuse_cached_prefixes_without_changing_answers(
+    tiny_model_dir: Path,
+) -> None:
+    cached = TransformersLLM(str(tiny_model_dir))
+    uncached = TransformersLLM(str(tiny_model_dir), prefix_cache_bytes=0)
+    computed_widths: list[int] = []  # tokens per row of each forward pass with the cache
+
+    def record_width(module: object, args: tuple, kwargs: dict) -> None:
+        computed_widths.append(kwargs["input_ids"].shape[1])
+
+    cached.model.register_forward_pre_hook(record_width, with_kwargs=True)
+    conversations = [list(chat) for chat in CHATS]
+    for _ in range(3):
+        computed_widths.clear()
+        with_cache = cached.generate(conversations, GREEDY)
+        without = uncached.generate(conversations, GREEDY)
+        assert [g.texts for g in with_cache] == [g.texts for g in without]
+        for first, second in zip(with_cache, without):
+            assert first.completions[0].mean_logprob == pytest.approx(
+                second.completions[0].mean_logprob, abs=1e-4
+            )
+        prompt_width = max(len(ids) for ids in chat_prompt_ids(cached.tokenizer, conversations))
+        prefill_width = computed_widths[0]
+        conversations = [
+            [
+                *chat,
+                {"role": "assistant", "content": g.texts[0]},
+                {"role": "user", "content": "No."},
+            ]
+            for chat, g in zip(conversations, with_cache)
+        ]
+    assert prefill_width < prompt_width / 2  # the last turn computed mostly new tokens
+    assert cached.prefix_cache is not None and len(cached.prefix_cache) == len(CHATS)
+    assert uncached.prefix_cache is None
+
+
+def test_prefix_cache_matches_by_adapter_and_evicts_oldest_first() -> None:
+    one_token = [(torch.zeros(1, 1, 4), torch.zeros(1, 1, 4))]  # 32 bytes
+    cache = PrefixCache(max_bytes=64)
+    cache.add([1, 2, 3], one_token, adapter=None)
+    cache.add([1, 2, 9, 9], one_token, adapter="lora")
+    assert cache.longest_prefix([1, 2, 3, 4], adapter=None)[0] == 3
+    assert cache.longest_prefix([1, 2, 9, 9, 5], adapter="lora")[0] == 4
+    assert cache.longest_prefix([7], adapter=None) == (0, None)
+    cache.add([5, 6], one_token, adapter=None)  # over 64 bytes: the oldest entry goes
+    assert cache.longest_prefix([1, 2, 3], adapter=None)[0] == 0
+    assert cache.nbytes == 64 and len(cache) == 2
+    _, handle = cache.longest_prefix([5, 6], adapter=None)
+    cache.discard(handle)
+    assert len(cache) == 1 and cache.nbytes == 32
 
 
 def test_lora_adapters_load_once_switch_and_reload(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -13,7 +14,12 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import rise_gym  # noqa: F401  (registers the environments)
-from agents.stopping import StoppingPolicy, evaluate_selection, train_stopping_policy
+from agents.stopping import (
+    StoppingPolicy,
+    evaluate_selection,
+    read_policy_settings,
+    train_stopping_policy,
+)
 from rise_gym import EpisodeFinished, EpisodeNotStarted
 from rise_gym.envs.stopping import CONTINUE, FEATURE_NAMES, SUBMIT, StoppingEnv, episode_features
 from rise_gym.metrics import majority_at_turns, pass_at_turns
@@ -206,6 +212,17 @@ def test_ppo_learns_to_stop_at_the_confident_answer(tmp_path):
     loaded = StoppingPolicy.load(policy.save(tmp_path / "policy"))
     assert loaded.max_turns == 3 and loaded.name == policy.name
     assert evaluate_selection(test, loaded) == learned
+
+
+def test_a_folder_that_is_not_a_policy_is_refused_with_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such directory.*benchmarks/stopping.py"):
+        StoppingPolicy.load(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="missing stopping.json, model.zip"):
+        read_policy_settings(tmp_path)
+    (tmp_path / "model.zip").write_bytes(b"")
+    (tmp_path / "stopping.json").write_text(json.dumps({"features": ["turn"]}))
+    with pytest.raises(ValueError, match="retrain"):
+        read_policy_settings(tmp_path)
 
 
 @pytest.mark.slow

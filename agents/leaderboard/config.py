@@ -12,12 +12,13 @@ from typing import Any
 from agents.leaderboard.roster import AGENT_KINDS
 from agents.llm.default_model import DEFAULT_MODEL, resolve_adapter
 from agents.llm.factory import BACKENDS
+from agents.stopping import StoppingPolicy, read_policy_settings
 from rise_gym.envs.registration import ENV_IDS
 
 DEFAULT_ENVS = ("RISE-Arithmetic-v0", "RISE-GSM8K-v0")
 DEFAULT_AGENTS = ("sequential", "parallel", "self-refine")
 
-_RUN_ONLY = ("envs", "agents", "batch_size", "output_dir")
+_RUN_ONLY = ("envs", "agents", "stopping_policy", "batch_size", "output_dir")
 """Fields that do not change any episode's outcome, so they stay out of the run folder's key."""
 
 
@@ -56,7 +57,7 @@ class LeaderboardConfig:
         default=5, metadata=_help("k: turns of sequential agents, samples of 'parallel'.")
     )
     seed: int = field(default=0, metadata=_help("Seed of the episodes and of sampling."))
-    max_new_tokens: int = field(default=128, metadata=_help("Tokens generated per response."))
+    max_new_tokens: int = field(default=96, metadata=_help("Tokens generated per response."))
     temperature: float = field(
         default=0.0, metadata=_help("Temperature of the turn-by-turn agents (0 = greedy).")
     )
@@ -69,6 +70,14 @@ class LeaderboardConfig:
     )
     env_args: dict[str, Any] = field(
         default_factory=dict, metadata=_help("Extra keyword arguments for every gym.make.")
+    )
+    stopping_policy: Path | None = field(
+        default=None,
+        metadata=_help(
+            "Folder of a learned stopping policy (StoppingPolicy.save; `python "
+            "benchmarks/stopping.py` writes runs/stopping/policy): its accuracy (stop@tk) and "
+            "average turns are reported beside m1@tk for the turn-by-turn agents."
+        ),
     )
     batch_size: int | None = field(
         default=None, metadata=_help("Most prompts per LLM call (None: a whole turn).")
@@ -106,6 +115,16 @@ class LeaderboardConfig:
             )
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 or None, got {self.batch_size}")
+        if self.stopping_policy is not None:
+            object.__setattr__(self, "stopping_policy", Path(self.stopping_policy))
+            try:
+                read_policy_settings(self.stopping_policy)
+            except FileNotFoundError as error:
+                raise ValueError(str(error)) from error
+
+    def load_stopping_policy(self) -> StoppingPolicy | None:
+        """The policy in ``stopping_policy`` (this imports torch), or None without one."""
+        return None if self.stopping_policy is None else StoppingPolicy.load(self.stopping_policy)
 
     def env_kwargs(self, env_id: str) -> dict[str, Any]:
         """Keyword arguments for ``gym.make(env_id)`` (the turn settings come from evaluate)."""

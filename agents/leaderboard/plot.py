@@ -14,8 +14,9 @@ def plot_accuracy(leaderboard: Leaderboard, path: str | Path) -> Path:
 
     Turn-by-turn agents get two curves: p1@tk (solid: an oracle stops at the first
     correct answer) and m1@tk (dashed: majority vote over the first k turns, no
-    oracle). Parallel sampling is drawn at turn k, the equal-compute point: pk@t1 as
-    a filled marker, mk@t1 as a hollow one. Rendered with Agg, so no display is needed.
+    oracle). A learned stopping rule is a star at its accuracy and average turns.
+    Parallel sampling is drawn at turn k, the equal-compute point: pk@t1 as a filled
+    marker, mk@t1 as a hollow one. Rendered with Agg, so no display is needed.
 
     Args:
         leaderboard: The entries to draw.
@@ -53,6 +54,15 @@ def plot_accuracy(leaderboard: Leaderboard, path: str | Path) -> Path:
                 values = [float("nan") if v is None else 100 * v for v in entry.curve(kind, k)]
                 ax.plot(
                     turns, values, style, marker=".", color=color, label=f"{entry.agent} {kind}@tk"
+                )
+            if entry.stopping is not None:
+                ax.plot(
+                    [entry.stopping.average_turns],
+                    [100 * entry.stopping.accuracy.value],
+                    "*",
+                    color=color,
+                    markersize=10,
+                    label=f"{entry.agent} {entry.stopping.rule}",
                 )
         ax.set(title=env_id, xlabel="turn k", ylabel="accuracy (%)", xticks=turns)
         ax.set_ylim(-2, 102)

@@ -10,12 +10,18 @@ from pathlib import Path
 from typing import Any
 
 from agents.evaluate import Evaluation
+from agents.stopping import Selection, SelectionRule, evaluate_selection
 from rise_gym.metrics import (
     Estimate,
     average_generated_tokens,
     average_llm_calls,
     majority_at_turns,
 )
+
+_STOP_TURNS = "stop_turns"
+"""The column of a stopping rule's average turns (``stop@tk`` holds its accuracy)."""
+_LABELS = {_STOP_TURNS: "turns (stop)"}
+"""Markdown headers that differ from the column name."""
 
 
 @dataclass
@@ -31,6 +37,9 @@ class Entry:
         generated_tokens: Mean generated tokens per problem.
         wall_time: Seconds spent generating for all the problems (resumed runs keep
             the time recorded when each episode was played).
+        stopping: A stopping rule (a learned `StoppingPolicy`) scored on the records
+            over the k turns: its accuracy and average turns (m1@tk always uses k).
+            None without a rule and for parallel sampling, whose turns are samples.
     """
 
     agent: str
@@ -39,15 +48,32 @@ class Entry:
     llm_calls: float
     generated_tokens: float
     wall_time: float
+    stopping: Selection | None = None
 
     @classmethod
-    def from_evaluation(cls, evaluation: Evaluation) -> Entry:
-        """Summarise an evaluation, adding m1@tk at every turn k for the accuracy curves."""
+    def from_evaluation(
+        cls, evaluation: Evaluation, stopping: SelectionRule | None = None
+    ) -> Entry:
+        """Summarise an evaluation, adding m1@tk at every turn k for the accuracy curves.
+
+        Args:
+            evaluation: The records and metrics of one agent on one environment.
+            stopping: A selection rule (e.g. a `StoppingPolicy`) to score on the records
+                over the k turns; left out for parallel sampling (records with samples).
+
+        Returns:
+            The entry.
+        """
         records = evaluation.records
         metrics = dict(evaluation.metrics)
         turns = max(int(name[4:]) for name in metrics if name.startswith("p1@t"))
         for k in range(2, turns):
             metrics[f"m1@t{k}"] = majority_at_turns(records, k)
+        sampled = any(record.turns[0].samples for record in records if record.turns)
+        if stopping is not None and not sampled:
+            selection = evaluate_selection(records, stopping, max_turns=turns)
+        else:
+            selection = None
         return cls(
             agent=evaluation.agent,
             env_id=evaluation.env_id,
@@ -55,12 +81,25 @@ class Entry:
             llm_calls=average_llm_calls(records),
             generated_tokens=average_generated_tokens(records),
             wall_time=sum(record.wall_time for record in records),
+            stopping=selection,
         )
 
     def curve(self, kind: str, max_turns: int) -> list[float | None]:
         """Accuracy of ``kind`` (``"p1"`` or ``"m1"``) at turns 1..max_turns (None: not run)."""
         estimates = [self.metrics.get(f"{kind}@t{k}") for k in range(1, max_turns + 1)]
         return [None if estimate is None else estimate.value for estimate in estimates]
+
+    def figure(self, column: str) -> Estimate | float | None:
+        """The entry's figure in a `Leaderboard` column; None where it does not apply.
+
+        ``stop@tk`` is the stopping rule's accuracy, ``stop_turns`` its average turns, and
+        any other column a metric.
+        """
+        if not column.startswith("stop"):
+            return self.metrics.get(column)
+        if self.stopping is None:
+            return None
+        return self.stopping.average_turns if column == _STOP_TURNS else self.stopping.accuracy
 
 
 @dataclass
@@ -79,16 +118,29 @@ class Leaderboard:
 
     @property
     def columns(self) -> list[str]:
-        """``p1@t1`` .. ``p1@tk``, ``m1@tk``, ``mk@t1``, ``pk@t1``."""
+        """``p1@t1`` .. ``p1@tk``, ``m1@tk``, ``mk@t1``, ``pk@t1``, each once (k = 1 merges some).
+
+        When an entry has a stopping rule, ``stop@tk`` (its accuracy) and ``stop_turns``
+        (its average turns) follow ``m1@tk``.
+        """
         k = self.max_turns
-        return [*(f"p1@t{t}" for t in range(1, k + 1)), f"m1@t{k}", f"m{k}@t1", f"p{k}@t1"]
+        stopping = any(entry.stopping is not None for entry in self.entries)
+        names = [
+            *(f"p1@t{t}" for t in range(1, k + 1)),
+            f"m1@t{k}",
+            *([f"stop@t{k}", _STOP_TURNS] if stopping else []),
+            f"m{k}@t1",
+            f"p{k}@t1",
+        ]
+        return list(dict.fromkeys(names))
 
     def to_markdown(self) -> str:
         """A Markdown table: percentages with their 95% Wilson intervals."""
-        header = ["agent", "env", "n", *self.columns, "calls/problem", "tokens/problem", "time (s)"]
+        labels = [_LABELS.get(name, name) for name in self.columns]
+        header = ["agent", "env", "n", *labels, "calls/problem", "tokens/problem", "time (s)"]
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for entry in self.entries:
-            cells = [str(entry.metrics.get(name, "–")) for name in self.columns]
+            cells = [_markdown_cell(entry.figure(name)) for name in self.columns]
             row = [
                 entry.agent,
                 entry.env_id,
@@ -102,19 +154,25 @@ class Leaderboard:
         return "\n".join(lines) + "\n"
 
     def to_csv(self) -> str:
-        """CSV with fractions: each metric as ``name``, ``name_low``, ``name_high``."""
-        bounds = [f"{name}{suffix}" for name in self.columns for suffix in ("", "_low", "_high")]
-        header = ["agent", "env_id", "n", *bounds, "llm_calls", "generated_tokens", "wall_time"]
+        """CSV with fractions: each metric as ``name``, ``name_low``, ``name_high``.
+
+        ``stop_turns`` is a single column; cells that do not apply are empty.
+        """
+        names = [name for column in self.columns for name in _csv_names(column)]
+        header = ["agent", "env_id", "n", *names, "llm_calls", "generated_tokens", "wall_time"]
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(header)
         for entry in self.entries:
             figures: list[Any] = []
-            for name in self.columns:
-                estimate = entry.metrics.get(name)
-                figures += (
-                    [""] * 3 if estimate is None else [estimate.value, estimate.low, estimate.high]
-                )
+            for column in self.columns:
+                figure = entry.figure(column)
+                if figure is None:
+                    figures += [""] * len(_csv_names(column))
+                elif isinstance(figure, Estimate):
+                    figures += [figure.value, figure.low, figure.high]
+                else:
+                    figures.append(figure)
             writer.writerow(
                 [
                     entry.agent,
@@ -129,15 +187,17 @@ class Leaderboard:
         return buffer.getvalue()
 
     def to_json(self) -> str:
-        """Every entry with all its metrics (fractions and intervals) and the settings."""
+        """Every entry with all its metrics (fractions and intervals) and the settings.
+
+        ``stopping`` holds the stopping rule's name, accuracy and ``average_turns``, or
+        null.
+        """
         entries = [
             {
                 "agent": entry.agent,
                 "env_id": entry.env_id,
-                "metrics": {
-                    name: {"value": e.value, "low": e.low, "high": e.high, "n": e.n}
-                    for name, e in entry.metrics.items()
-                },
+                "metrics": {name: _estimate_json(e) for name, e in entry.metrics.items()},
+                "stopping": None if entry.stopping is None else _selection_json(entry.stopping),
                 "llm_calls": entry.llm_calls,
                 "generated_tokens": entry.generated_tokens,
                 "wall_time": entry.wall_time,
@@ -163,6 +223,30 @@ class Leaderboard:
         paths["json"].write_text(self.to_json(), encoding="utf-8")
         paths["png"] = plot_accuracy(self, folder / "accuracy.png")
         return paths
+
+
+def _markdown_cell(figure: Estimate | float | None) -> str:
+    if figure is None:
+        return "–"
+    return str(figure) if isinstance(figure, Estimate) else f"{figure:.2f}"
+
+
+def _csv_names(column: str) -> list[str]:
+    if column == _STOP_TURNS:
+        return [column]
+    return [f"{column}{suffix}" for suffix in ("", "_low", "_high")]
+
+
+def _estimate_json(estimate: Estimate) -> dict[str, Any]:
+    return {"value": estimate.value, "low": estimate.low, "high": estimate.high, "n": estimate.n}
+
+
+def _selection_json(selection: Selection) -> dict[str, Any]:
+    return {
+        "rule": selection.rule,
+        **_estimate_json(selection.accuracy),
+        "average_turns": selection.average_turns,
+    }
 
 
 def _metric_order(name: str) -> tuple[int, int]:

@@ -26,7 +26,8 @@ def run_leaderboard(config: LeaderboardConfig, *, progress: bool = True) -> Lead
     (the settings), ``episodes/<agent>--<env>.jsonl`` (every episode, appended as it
     finishes), ``leaderboard.md``, ``.csv``, ``.json`` and ``accuracy.png``. Running
     again with the same settings reuses every finished episode, and loads no model at
-    all when nothing is left to generate.
+    all when nothing is left to generate. A ``stopping_policy`` is scored on the
+    turn-by-turn agents' episodes; adding one later reuses the finished episodes.
 
     Args:
         config: What to evaluate.
@@ -40,6 +41,7 @@ def run_leaderboard(config: LeaderboardConfig, *, progress: bool = True) -> Lead
             run folder holds a manifest of other settings.
     """
     check_envs(config)
+    stopping = config.load_stopping_policy()
     folder = config.run_folder()
     _claim(folder, config)
     llm = LazyLLM(lambda: make_llm(config.model, backend=config.backend, base_url=config.base_url))
@@ -62,10 +64,15 @@ def run_leaderboard(config: LeaderboardConfig, *, progress: bool = True) -> Lead
                     batch_size=config.batch_size,
                     progress=progress,
                 )
-                entries.append(Entry.from_evaluation(evaluation))
+                entries.append(Entry.from_evaluation(evaluation, stopping))
     finally:
         llm.close()
-    settings = {**config.settings(), "envs": config.envs, "agents": config.agents}
+    settings = {
+        **config.settings(),
+        "envs": config.envs,
+        "agents": config.agents,
+        "stopping_policy": config.stopping_policy,
+    }
     leaderboard = Leaderboard(entries, config.max_turns, settings)
     leaderboard.write(folder)
     return leaderboard

@@ -13,16 +13,10 @@ from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
     GenerationConfig,
-    LogitsProcessor,
-    LogitsProcessorList,
     PreTrainedTokenizerBase,
-    StoppingCriteria,
-    StoppingCriteriaList,
-    StopStringCriteria,
-    TemperatureLogitsWarper,
-    TopPLogitsWarper,
 )
 
+from agents.llm._decoding import Decoded, PrefixCache, decode
 from agents.llm.base import (
     LLM,
     Completion,
@@ -40,11 +34,13 @@ class TransformersLLM(LLM):
 
     Conversations are rendered with the tokenizer's chat template, left-padded and
     generated in one batch (or in chunks of ``max_batch_size``); padding does not change
-    greedy results. The model's own sampling defaults (``generation_config.json``) are
-    ignored: `SamplingParams` alone decides how tokens are chosen, as on the other back
-    ends. ``mean_logprob`` is measured under the model's raw distribution (before
-    temperature and top-p). The same seed, conversations and batching give the same
-    samples.
+    greedy results. Rows leave the batch as they finish, and the keys and values of
+    finished rows are kept (up to ``prefix_cache_bytes``), so the next turn of a
+    conversation computes only its new tokens (see `agents.llm._decoding`). The model's
+    own sampling defaults (``generation_config.json``) are ignored: `SamplingParams`
+    alone decides how tokens are chosen, as on the other back ends. ``mean_logprob`` is
+    measured under the model's raw distribution (before temperature and top-p). The same
+    seed, conversations and batching give the same samples.
 
     Attributes:
         model: The loaded ``transformers`` model (PEFT layers are injected in place once
@@ -52,6 +48,8 @@ class TransformersLLM(LLM):
         tokenizer: Its tokenizer, padding on the left.
         device: Where the model runs.
         context_size: The model's context, in tokens.
+        prefix_cache: Keys and values of recent sequences, reused by later prompts that
+            extend them; None when disabled.
     """
 
     def __init__(
@@ -61,6 +59,7 @@ class TransformersLLM(LLM):
         device: str | None = None,
         dtype: str = "auto",
         max_batch_size: int | None = None,
+        prefix_cache_bytes: int = 1 << 30,
     ):
         """Load a model.
 
@@ -71,12 +70,16 @@ class TransformersLLM(LLM):
             dtype: ``"auto"`` (float32 on CPU; bfloat16 on a GPU that supports it, else
                 float16) or a torch dtype name such as ``"float16"``.
             max_batch_size: Most conversations per ``generate`` call (None: all at once).
+            prefix_cache_bytes: Memory (on ``device``) for the keys and values of recent
+                sequences, reused when a later prompt extends one; 0 disables reuse.
 
         Raises:
             ModelNotFound: the model cannot be found or loaded.
         """
         if max_batch_size is not None and max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1 or None, got {max_batch_size}")
+        if prefix_cache_bytes < 0:
+            raise ValueError(f"prefix_cache_bytes must be >= 0, got {prefix_cache_bytes}")
         path = resolve_model(model)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.tokenizer = _load(AutoTokenizer, path, padding_side="left")
@@ -91,6 +94,7 @@ class TransformersLLM(LLM):
         self.max_batch_size = max_batch_size
         self.name = Path(path).name
         self._adapters = _AdapterCache(self.model)
+        self.prefix_cache = PrefixCache(prefix_cache_bytes) if prefix_cache_bytes else None
 
     def generate(
         self,
@@ -127,55 +131,30 @@ class TransformersLLM(LLM):
             ]
 
     def _generate_batch(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
-        batch = self.tokenizer.pad({"input_ids": prompts}, return_tensors="pt").to(self.device)
-        logprobs = _TokenLogprobs()
-        processors = LogitsProcessorList([logprobs, *_warpers(params)])
-        prompt_length = batch["input_ids"].shape[1]
-        stop = _StopStrings(self.tokenizer, params.stop, prompt_length) if params.stop else None
-        # top_k=0 turns off transformers' default top-k of 50; temperature and top-p are
-        # applied by _warpers, after the log-probabilities are read.
-        sampling = {"do_sample": True, "top_k": 0} if params.temperature > 0 else {}
-        config = GenerationConfig(
-            max_new_tokens=params.max_new_tokens,
-            num_return_sequences=params.n,
-            eos_token_id=self._eos_token_ids,
-            pad_token_id=self.tokenizer.pad_token_id,
-            **sampling,
+        rows = decode(
+            self.model,
+            self.tokenizer,
+            prompts,
+            params,
+            eos_token_ids=self._eos_token_ids,
+            cache=self.prefix_cache,
+            adapter=self._adapters.active,
         )
-        sequences = self.model.generate(
-            **batch,
-            generation_config=config,
-            logits_processor=processors,
-            stopping_criteria=StoppingCriteriaList([stop] if stop else []),
-        )
-        generated = sequences[:, prompt_length:]
-        token_logprobs = logprobs.gather(generated)
-        stop_ends = stop.ends if stop else {}
-        completions = [
-            self._completion(generated[row], token_logprobs[row], stop_ends.get(row, 0), params)
-            for row in range(generated.shape[0])
-        ]
+        completions = [self._completion(row, params) for row in rows]
         return [
             Generation(completions[index : index + params.n])
             for index in range(0, len(completions), params.n)
         ]
 
-    def _completion(
-        self, tokens: torch.Tensor, logprobs: torch.Tensor, stop_end: int, params: SamplingParams
-    ) -> Completion:
-        """One row of output: cut at its end of sequence or stop string, then decoded."""
-        is_eos = torch.isin(tokens, torch.tensor(self._eos_token_ids, device=tokens.device))
-        length = int(is_eos.int().argmax()) + 1 if bool(is_eos.any()) else len(tokens)
-        if stop_end:
-            length = min(length, stop_end)
-        text = self.tokenizer.decode(tokens[:length], skip_special_tokens=True)
-        text, stopped = _cut_at_stop(text, params.stop)
-        stopped = stopped or bool(stop_end) or bool(is_eos[length - 1])
+    def _completion(self, row: Decoded, params: SamplingParams) -> Completion:
+        """One row of output, decoded and cut at its earliest stop string."""
+        text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
+        text, cut = _cut_at_stop(text, params.stop)
         return Completion(
             text=text,
-            num_tokens=length,
-            mean_logprob=float(logprobs[:length].mean()),
-            finish_reason="stop" if stopped else "length",
+            num_tokens=len(row.tokens),
+            mean_logprob=sum(row.logprobs) / len(row.logprobs),
+            finish_reason="stop" if row.stopped or cut else "length",
         )
 
 
@@ -209,13 +188,15 @@ class _AdapterCache:
         self.model = model
         self.peft_model: Any = None
         self.names: dict[str, tuple[str, int]] = {}  # folder -> (adapter name, weights mtime)
+        self.active: str | None = None  # the active adapter's name (unique per version)
 
     def use(self, adapter: str | None) -> AbstractContextManager[Any]:
         """A context in which ``adapter`` (None: no adapter) is the active one."""
         if adapter is None:
+            self.active = None
             return self.peft_model.disable_adapter() if self.peft_model else nullcontext()
-        name = self._load(adapter)
-        self.peft_model.set_adapter(name)
+        self.active = self._load(adapter)
+        self.peft_model.set_adapter(self.active)
         return nullcontext()
 
     def _load(self, adapter: str) -> str:
@@ -234,53 +215,6 @@ class _AdapterCache:
             self.peft_model.delete_adapter(cached[0])
         self.names[str(folder)] = (name, version)
         return name
-
-
-class _TokenLogprobs(LogitsProcessor):
-    """Reads each chosen token's log-probability; goes first, before any warper."""
-
-    def __init__(self) -> None:
-        self.steps: list[torch.Tensor] = []
-        self.last: torch.Tensor | None = None
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self.last is not None:  # the token chosen at the previous step is now in input_ids
-            self.steps.append(self.last.gather(1, input_ids[:, -1:]).squeeze(1))
-        self.last = torch.log_softmax(scores.float(), dim=-1)
-        return scores
-
-    def gather(self, generated: torch.Tensor) -> torch.Tensor:
-        """Log-probabilities of the generated tokens, shape (rows, tokens)."""
-        steps = self.steps[: generated.shape[1]]
-        if len(steps) < generated.shape[1] and self.last is not None:
-            steps.append(self.last.gather(1, generated[:, -1:]).squeeze(1))
-        return torch.stack(steps, dim=1)
-
-
-class _StopStrings(StoppingCriteria):
-    """Stops rows on stop strings and remembers where each row first stopped."""
-
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, stop: Sequence[str], prompt_length: int):
-        self.criteria = StopStringCriteria(tokenizer, list(stop))
-        self.prompt_length = prompt_length
-        self.ends: dict[int, int] = {}  # row -> tokens generated when it first stopped
-
-    def __call__(
-        self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any
-    ) -> torch.BoolTensor:
-        done = self.criteria(input_ids, scores)
-        for row in done.nonzero().flatten().tolist():
-            self.ends.setdefault(row, input_ids.shape[1] - self.prompt_length)
-        return done
-
-
-def _warpers(params: SamplingParams) -> list[LogitsProcessor]:
-    if params.temperature == 0:
-        return []
-    warpers: list[LogitsProcessor] = [TemperatureLogitsWarper(params.temperature)]
-    if params.top_p < 1:
-        warpers.append(TopPLogitsWarper(params.top_p))
-    return warpers
 
 
 def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:

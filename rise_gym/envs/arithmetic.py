@@ -15,11 +15,13 @@ level  problem                                                       example
 =====  ============================================================  =======================
 
 Each split is drawn from its own seeded generator, so ``split="train"`` and
-``split="test"`` are reproducible and independent draws. Within a split, problems do not
-repeat until the level's distinct problems run out: level 1 has only 100 (every sum of
-two one-digit numbers), so each run of 100 problems of either split holds all of them, in
-that split's own order, and the two splits share their problems; from level 2 on the
-space is large enough for the splits to be mostly disjoint.
+``split="test"`` are reproducible. From level 2 on the splits are disjoint: a hash of the
+question puts every possible problem in exactly one split (half each), so a model
+trained on ``train`` is tested on problems it never saw. Level 1 has only 100 distinct
+problems (every sum of two one-digit numbers) and both splits hold all of them: each run
+of 100 problems of either split is the whole level, in that split's own order. Within a
+split, problems do not repeat until the split's distinct problems run out (level 2: 450
+per split).
 """
 
 from __future__ import annotations
@@ -110,6 +112,8 @@ def generate_problems(
     """
     rng = np.random.default_rng([data_seed, difficulty, zlib.crc32(split.encode())])
     generate = _LEVELS[difficulty - 1]
+    if difficulty > 1:
+        generate = _only_in_split(generate, split)
     problems = []
     seen: set[str] = set()
     for index in range(size):
@@ -124,6 +128,21 @@ def generate_problems(
             )
         )
     return tuple(problems)
+
+
+def _only_in_split(
+    generate: Callable[[np.random.Generator], Generated], split: str
+) -> Callable[[np.random.Generator], Generated]:
+    """``generate``, redrawing until the problem belongs to ``split`` (by its question's hash)."""
+    wanted = SPLITS.index(split)
+
+    def generate_in_split(rng: np.random.Generator) -> Generated:
+        while True:
+            drawn = generate(rng)
+            if zlib.crc32(drawn[0].encode()) % len(SPLITS) == wanted:
+                return drawn
+
+    return generate_in_split
 
 
 def _fresh_draw(

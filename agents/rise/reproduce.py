@@ -1,0 +1,399 @@
+"""RISE's headline comparison for one model on one environment, resumable.
+
+`run_reproduction` evaluates the untrained model three ways at equal compute (sequential
+retry over k turns, parallel sampling of k answers, self-refine within k calls), trains
+it with RISE (`RISEAgent.learn`: boost, then iterations of self-distillation), evaluates
+the trained model sequentially and in parallel, and writes the table with the gaps
+m1@tk - m1@t1 (does the model improve over turns?) and m1@tk - mk@t1 (do turns beat
+parallel samples?). ``benchmarks/reproduce_cpu.py`` and
+``benchmarks/reproduce_gsm8k_gpu.py`` are thin command-line wrappers.
+
+Every step writes under ``settings.output`` and a re-run resumes from it::
+
+    eval/base-sequential.jsonl, base-parallel.jsonl, base-self-refine.jsonl
+    rise/ (rise-no-boost/ without boost)    RISEAgent.learn: boost/, iteration-N/
+    eval/rise-parallel.jsonl                parallel sampling with the trained model
+    results.md, results.json                the table, the gaps and the settings
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agents import ParallelSampling, SelfRefine, SequentialRetry
+from agents.base import Agent
+from agents.evaluate import evaluate
+from agents.llm.base import LLM, SamplingParams
+from agents.llm.default_model import DEFAULT_MODEL, resolve_model
+from agents.llm.factory import make_llm
+from agents.rise.agent import RISEAgent
+from agents.rise.config import RISEConfig
+from agents.rise.train import TrainingConfig
+from rise_gym.errors import RiseGymError
+from rise_gym.metrics import Estimate
+
+BACKENDS = ("transformers", "vllm")
+"""The back ends a reproduction can train with (both serve the trained adapters)."""
+
+PARALLEL_TEMPERATURE = 0.7
+"""Sampling temperature of parallel sampling (every other call is greedy)."""
+
+
+def _help(text: str, **extra: Any) -> dict[str, Any]:
+    return {"help": text, **extra}
+
+
+@dataclass
+class ReproductionSettings:
+    """What `run_reproduction` runs: environment, model, back end, RISE and training sizes."""
+
+    env_id: str = field(default="RISE-Arithmetic-v0", metadata=_help("Environment id."))
+    env_kwargs: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=_help("Extra gym.make arguments (not split, max_turns or history_window)."),
+    )
+    model: str | None = field(
+        default=None,
+        metadata=_help("Hugging Face hub id or local model folder; none: the offline default."),
+    )
+    backend: str = field(
+        default="transformers",
+        metadata=_help("LLM back end of every rollout and evaluation.", choices=BACKENDS),
+    )
+    eval_problems: int = field(default=100, metadata=_help("Held-out problems per evaluation."))
+    train_problems: int = field(
+        default=256, metadata=_help("Training problems rolled out per RISE iteration.")
+    )
+    boost: bool = field(
+        default=True,
+        metadata=_help("Start with SFT on the training split's reference solutions."),
+    )
+    boost_problems: int = field(
+        default=512, metadata=_help("Reference solutions the boost phase trains on.")
+    )
+    iterations: int = field(default=1, metadata=_help("RISE iterations after the boost phase."))
+    max_turns: int = field(
+        default=5, metadata=_help("Turns k; parallel sampling draws k answers (equal compute).")
+    )
+    num_samples: int = field(
+        default=8, metadata=_help("Samples drawn at each visited state to find a better action.")
+    )
+    history_window: int | None = field(
+        default=2, metadata=_help("Earlier attempts kept in each prompt (none: all).")
+    )
+    max_new_tokens: int = field(default=256, metadata=_help("Tokens generated per response."))
+    learning_rate: float = field(default=1e-4, metadata=_help("Peak learning rate."))
+    epochs: float = field(default=2.0, metadata=_help("Training epochs per RISE step."))
+    per_device_batch_size: int = field(
+        default=8, metadata=_help("Training examples per micro-batch.")
+    )
+    gradient_accumulation_steps: int = field(
+        default=1, metadata=_help("Micro-batches per optimizer step.")
+    )
+    max_seq_length: int = field(
+        default=2048, metadata=_help("Training tokens per example (prompts cut from the left).")
+    )
+    full_finetune: bool = field(
+        default=False, metadata=_help("Fine-tune all weights instead of a LoRA adapter.")
+    )
+    batch_size: int | None = field(
+        default=None,
+        metadata=_help("Conversations per generate call (transformers only; none: all)."),
+    )
+    gpu_memory_utilization: float = field(
+        default=0.5,
+        metadata=_help("GPU memory share of the vLLM engine (vllm only; training needs the rest)."),
+    )
+    max_model_len: int | None = field(
+        default=None,
+        metadata=_help("Context length of the vLLM engine (vllm only; none: model's)."),
+    )
+    seed: int = field(default=0, metadata=_help("Seed of everything."))
+    output: Path = field(default=Path("runs/reproduce"), metadata=_help("Output folder."))
+
+    def __post_init__(self) -> None:
+        self.output = Path(self.output)
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {list(BACKENDS)}, got {self.backend!r}")
+        if self.max_turns < 2:
+            raise ValueError(
+                f"max_turns must be >= 2 (parallel sampling needs k >= 2), got {self.max_turns}"
+            )
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(
+                f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}"
+            )
+        # Build both configurations now, so that a bad value fails before hours of evaluation.
+        self.rise_config()
+        self.training_config()
+
+    def rise_config(self) -> RISEConfig:
+        """The `RISEConfig` of the RISE run, written under ``output/rise[-no-boost]``."""
+        return RISEConfig(
+            iterations=self.iterations,
+            max_turns=self.max_turns,
+            history_window=self.history_window,
+            train_problems=self.train_problems,
+            eval_problems=self.eval_problems,
+            num_samples=self.num_samples,
+            max_new_tokens=self.max_new_tokens,
+            boost=self.boost,
+            boost_problems=self.boost_problems,
+            seed=self.seed,
+            output_dir=self.output / ("rise" if self.boost else "rise-no-boost"),
+        )
+
+    def training_config(self) -> TrainingConfig:
+        """The `TrainingConfig` of every RWR training run (bf16 where the GPU has it)."""
+        return TrainingConfig(
+            use_lora=not self.full_finetune,
+            learning_rate=self.learning_rate,
+            num_epochs=self.epochs,
+            per_device_batch_size=self.per_device_batch_size,
+            gradient_accumulation_steps=self.gradient_accumulation_steps,
+            max_seq_length=self.max_seq_length,
+            seed=self.seed,
+        )
+
+
+@dataclass
+class Reproduction:
+    """The figures of a finished `run_reproduction`.
+
+    Attributes:
+        settings: What was run.
+        rows: Metrics by row (``"base: sequential"``, ..., ``"RISE: parallel k=5"``).
+        minutes: Wall-clock minutes of the call that produced them.
+    """
+
+    settings: ReproductionSettings
+    rows: dict[str, dict[str, Estimate]]
+    minutes: float
+
+    @property
+    def columns(self) -> list[str]:
+        """The table's columns: p1@t1..p1@tk, m1@t1, m1@tk, mk@t1, pk@t1."""
+        k = self.settings.max_turns
+        return [f"p1@t{t}" for t in range(1, k + 1)] + ["m1@t1", f"m1@t{k}", f"m{k}@t1", f"p{k}@t1"]
+
+    def gaps(self) -> dict[str, dict[str, float]]:
+        """m1@tk - m1@t1 and m1@tk - mk@t1 of the base and the RISE model, as fractions."""
+        k = self.settings.max_turns
+        gaps = {}
+        for model in ("base", "RISE"):
+            figures = {**self.rows[f"{model}: sequential"], **self.rows[f"{model}: parallel k={k}"]}
+            last, first, parallel = (
+                figures[name].value for name in (f"m1@t{k}", "m1@t1", f"m{k}@t1")
+            )
+            gaps[model] = {f"m1@t{k} - m1@t1": last - first, f"m1@t{k} - m{k}@t1": last - parallel}
+        return gaps
+
+    def to_markdown(self) -> str:
+        """The table (percentages with 95% intervals), the gaps in points and the setting."""
+        lines = [
+            "| agent | " + " | ".join(self.columns) + " |",
+            "|" + "---|" * (len(self.columns) + 1),
+        ]
+        for name, figures in self.rows.items():
+            cells = [str(figures[c]) if c in figures else "" for c in self.columns]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        for model, gaps in self.gaps().items():
+            points = "; ".join(f"{gap} = {100 * value:+.1f} points" for gap, value in gaps.items())
+            lines.append(f"\n{model}: {points}")
+        settings = self.settings
+        lines.append(
+            f"\n{settings.env_id} {settings.env_kwargs}, {settings.eval_problems} held-out "
+            f"problems, {settings.model or DEFAULT_MODEL} ({settings.backend}), "
+            f"{self.minutes:.1f} minutes"
+        )
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        """Rows (each metric's value, interval and n), gaps, settings and minutes.
+
+        Paths in the settings stay `Path` objects; `write` saves them as strings.
+        """
+        return {
+            "rows": {
+                name: {k: asdict(v) for k, v in row.items()} for name, row in self.rows.items()
+            },
+            "gaps": self.gaps(),
+            "settings": asdict(self.settings),
+            "minutes": self.minutes,
+        }
+
+    def write(self, folder: Path) -> None:
+        """Write ``results.md`` and ``results.json`` into ``folder``."""
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "results.md").write_text(self.to_markdown() + "\n")
+        (folder / "results.json").write_text(
+            json.dumps(self.to_json(), indent=2, default=str) + "\n"
+        )
+
+
+def build_llm(settings: ReproductionSettings) -> LLM:
+    """Start the back end serving ``settings.model``.
+
+    Raises:
+        ValueError: ``backend="vllm"`` where torch sees no CUDA GPU.
+        MissingDependency: the back end's package is missing (vllm: the extra to install).
+        ModelNotFound: the model cannot be found.
+    """
+    if settings.backend == "transformers":
+        return make_llm(settings.model, max_batch_size=settings.batch_size)
+    if not torch.cuda.is_available():
+        raise ValueError(
+            "backend='vllm' needs a CUDA GPU and torch sees none; run on a GPU machine "
+            "(where bash scripts/setup.sh installs vllm) or use backend='transformers'"
+        )
+    options: dict[str, Any] = {"gpu_memory_utilization": settings.gpu_memory_utilization}
+    if settings.max_model_len is not None:
+        options["max_model_len"] = settings.max_model_len
+    return make_llm(settings.model, backend="vllm", **options)
+
+
+def run_reproduction(
+    settings: ReproductionSettings, llm: LLM | None = None, *, progress: bool = True
+) -> Reproduction:
+    """Evaluate the base model, train it with RISE, evaluate it again; write the results.
+
+    Args:
+        settings: What to run.
+        llm: The back end already serving ``settings.model`` (see `build_llm`);
+            None starts it. It is closed at the end.
+        progress: Show progress bars.
+
+    Returns:
+        The figures, also written to ``settings.output`` as results.md and results.json.
+    """
+    started = time.perf_counter()
+    k = settings.max_turns
+    greedy = SamplingParams(max_new_tokens=settings.max_new_tokens)
+    sampled = replace(greedy, temperature=PARALLEL_TEMPERATURE, seed=settings.seed)
+    config = settings.rise_config()
+    rise = RISEAgent(
+        llm or build_llm(settings),
+        resolve_model(settings.model),
+        config,
+        settings.training_config(),
+        params=greedy,
+        load_model=lambda folder: build_llm(replace(settings, model=folder)),
+    )
+
+    def score(
+        agent: Agent, name: str, turns: int = k, records: Path | None = None
+    ) -> dict[str, Estimate]:
+        return evaluate(
+            settings.env_id,
+            agent,
+            num_problems=settings.eval_problems,
+            max_turns=turns,
+            seed=settings.seed,
+            env_kwargs={
+                **settings.env_kwargs,
+                "split": "test",
+                "history_window": settings.history_window,
+            },
+            output=records or settings.output / "eval" / f"{name}.jsonl",
+            progress=progress,
+        ).metrics
+
+    refine_turns = (k + 1) // 2  # 1 + 2 (turns - 1) calls: the most turns within k calls
+    rows: dict[str, dict[str, Estimate]] = {}
+    try:
+        base = rise.llm
+        rows["base: sequential"] = score(SequentialRetry(base, greedy), "base-sequential")
+        rows[f"base: parallel k={k}"] = score(ParallelSampling(base, k, sampled), "base-parallel")
+        rows[f"base: self-refine ({refine_turns} turns)"] = score(
+            SelfRefine(base, greedy), "base-self-refine", turns=refine_turns
+        )
+        rise.learn(settings.env_id, settings.env_kwargs)
+        last = config.output_dir / f"iteration-{config.iterations}" / "eval.jsonl"
+        rows["RISE: sequential"] = score(rise, "rise-sequential", records=last)  # learn made it
+        rows[f"RISE: parallel k={k}"] = score(
+            ParallelSampling(rise.llm, k, sampled, adapter=rise.adapter),
+            f"{config.output_dir.name}-parallel",
+        )
+    finally:
+        rise.llm.close()  # the base model's back end, or the trained model's (full fine-tuning)
+    reproduction = Reproduction(settings, rows, (time.perf_counter() - started) / 60)
+    reproduction.write(settings.output)
+    return reproduction
+
+
+# ---- command-line wrappers --------------------------------------------------------------
+
+_CONVERTERS = {"int": int, "float": float, "str": str, "Path": Path}
+
+
+def add_options(
+    parser: argparse.ArgumentParser, defaults: ReproductionSettings, names: tuple[str, ...]
+) -> None:
+    """Add an option ``--field-name`` for each named settings field, defaulting to ``defaults``.
+
+    Args:
+        parser: The script's parser.
+        defaults: The script's default settings.
+        names: Settings fields the script exposes (scalars only).
+    """
+    settings_fields = {field_.name: field_ for field_ in fields(ReproductionSettings)}
+    for name in names:
+        field_ = settings_fields[name]
+        flag = "--" + name.replace("_", "-")
+        default, help_ = getattr(defaults, name), field_.metadata["help"]
+        if field_.type == "bool":
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=default, help=help_
+            )
+            continue
+        kind, _, optional = str(field_.type).partition(" | ")
+        convert = _or_none(_CONVERTERS[kind]) if optional else _CONVERTERS[kind]
+        parser.add_argument(
+            flag,
+            type=convert,
+            default=default,
+            choices=field_.metadata.get("choices"),
+            help=help_,
+        )
+
+
+def run_command(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, defaults: ReproductionSettings
+) -> Reproduction:
+    """Run a reproduction from parsed options and print its table.
+
+    Bad settings and a back end that cannot start (no GPU, vllm missing, unknown model)
+    end the script with a usage error (exit status 2), not a traceback.
+
+    Args:
+        parser: The parser that read ``args`` (it reports the errors).
+        args: Parsed options; those named after settings fields override ``defaults``.
+        defaults: The script's default settings.
+
+    Returns:
+        The figures, as `run_reproduction` returns them.
+    """
+    chosen = {f.name: getattr(args, f.name) for f in fields(defaults) if hasattr(args, f.name)}
+    try:
+        settings = replace(defaults, **chosen)
+        llm = build_llm(settings)
+    except (ValueError, RiseGymError) as error:
+        parser.error(str(error))
+    reproduction = run_reproduction(settings, llm)
+    print(reproduction.to_markdown())
+    return reproduction
+
+
+def _or_none(convert: Any) -> Any:
+    def parse(value: str) -> Any:
+        return None if value.lower() == "none" else convert(value)
+
+    parse.__name__ = convert.__name__  # argparse names the type in its error messages
+    return parse

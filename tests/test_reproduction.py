@@ -1,0 +1,151 @@
+"""The shared RISE reproduction end to end on a tiny model, and its two command-line wrappers."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from markers import has_cuda
+
+from agents.rise.reproduce import ReproductionSettings, run_reproduction
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def load_script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_settings(model_dir: Path, output: Path) -> ReproductionSettings:
+    return ReproductionSettings(
+        env_id="RISE-Arithmetic-v0",
+        env_kwargs={"difficulty": 1, "size": 20},
+        model=str(model_dir),
+        eval_problems=3,
+        train_problems=4,
+        boost_problems=8,
+        iterations=1,
+        max_turns=3,
+        num_samples=2,
+        max_new_tokens=8,
+        learning_rate=3e-2,
+        epochs=1.0,
+        per_device_batch_size=4,
+        max_seq_length=256,
+        output=output,
+    )
+
+
+def test_reproduction_writes_every_row_and_gap_and_resumes(
+    tiny_model_dir, tmp_path, torch_one_thread
+):
+    run = tmp_path / "run"
+    settings = tiny_settings(tiny_model_dir, run)
+    first = run_reproduction(settings, progress=False)
+
+    results = json.loads((run / "results.json").read_text())
+    sequential = {"p1@t1", "p1@t2", "p1@t3", "m1@t1", "m1@t3"}
+    parallel = {"m3@t1", "p3@t1"}
+    expected = {
+        "base: sequential": sequential,
+        "base: parallel k=3": parallel,
+        "base: self-refine (2 turns)": {"p1@t1", "p1@t2", "m1@t1", "m1@t2"},
+        "RISE: sequential": sequential,
+        "RISE: parallel k=3": parallel,
+    }
+    assert list(results["rows"]) == list(expected)
+    for name, columns in expected.items():
+        row = results["rows"][name]
+        assert columns <= set(row), name
+        for estimate in row.values():
+            assert 0 <= estimate["low"] <= estimate["value"] <= estimate["high"] <= 1
+            assert estimate["n"] == 3
+    assert set(results["gaps"]) == {"base", "RISE"}
+    for gaps in results["gaps"].values():
+        assert set(gaps) == {"m1@t3 - m1@t1", "m1@t3 - m3@t1"}
+        assert all(-1 <= gap <= 1 for gap in gaps.values())
+    assert results["settings"]["output"] == str(run)
+    table = (run / "results.md").read_text()
+    assert "| RISE: parallel k=3 |" in table and "m1@t3 - m3@t1 =" in table
+    assert (run / "rise" / "iteration-1" / "model" / "adapter_config.json").exists()
+
+    # a second run finds every step done: no episode is added, the figures are the same
+    episodes = {path: path.read_bytes() for path in run.rglob("*.jsonl")}
+    assert len(episodes) >= 8  # 4 evaluations, boost and iteration evals, rollouts, states
+    second = run_reproduction(settings, progress=False)
+    assert second.rows == first.rows
+    assert {path: path.read_bytes() for path in run.rglob("*.jsonl")} == episodes
+
+
+def test_bad_settings_fail_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="max_turns must be >= 2"):
+        ReproductionSettings(max_turns=1)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        ReproductionSettings(backend="openai")
+    with pytest.raises(ValueError, match="per_device_batch_size"):  # from TrainingConfig
+        ReproductionSettings(per_device_batch_size=0)
+
+
+def test_cpu_script_keeps_its_options_and_defaults():
+    script = load_script("reproduce_cpu")
+    args = vars(script.build_parser().parse_args([]))
+    assert args == {
+        "difficulty": 1,
+        "eval_problems": 100,
+        "train_problems": 128,
+        "boost_problems": 200,
+        "boost": True,
+        "iterations": 1,
+        "num_samples": 4,
+        "history_window": 2,
+        "max_new_tokens": 48,
+        "learning_rate": 5e-4,
+        "epochs": 2.0,
+        "batch_size": 64,
+        "seed": 0,
+        "output": Path("runs/reproduce_cpu"),
+    }
+    assert (script.DEFAULTS.per_device_batch_size, script.DEFAULTS.max_seq_length) == (16, 512)
+
+
+def test_gpu_script_has_the_documented_defaults():
+    script = load_script("reproduce_gsm8k_gpu")
+    args = script.build_parser().parse_args([])
+    assert args.model == "Qwen/Qwen2.5-0.5B-Instruct" and args.backend == "vllm"
+    assert (args.eval_problems, args.train_problems, args.iterations) == (500, 1000, 2)
+    assert (args.num_samples, args.max_new_tokens, args.history_window) == (8, 512, 2)
+    assert args.boost and not args.full_finetune
+    assert script.DEFAULTS.env_id == "RISE-GSM8K-v0"
+    reduced = script.build_parser().parse_args(
+        ["--eval-problems", "200", "--train-problems", "256", "--iterations", "1"]
+    )
+    assert (reduced.eval_problems, reduced.train_problems, reduced.iterations) == (200, 256, 1)
+
+
+@pytest.mark.skipif(has_cuda(), reason="checks the message where no GPU is")
+def test_gpu_script_without_a_gpu_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        load_script("reproduce_gsm8k_gpu").main(["--output", "unused"])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err
+    assert "needs a CUDA GPU" in error and "backend='transformers'" in error
+    assert "Traceback" not in error
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
+def test_gpu_script_without_vllm_names_the_extra(capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine
+    with pytest.raises(SystemExit) as exit_:
+        load_script("reproduce_gsm8k_gpu").main(["--output", "unused"])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err
+    assert "pip install 'rise-gym[vllm]'" in error and "Traceback" not in error
