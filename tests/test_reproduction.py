@@ -57,6 +57,8 @@ def test_reproduction_writes_every_row_and_gap_and_resumes(
         "base: sequential": sequential,
         "base: parallel k=3": parallel,
         "base: self-refine (2 turns)": {"p1@t1", "p1@t2", "m1@t1", "m1@t2"},
+        "boost: sequential": sequential,
+        "boost: parallel k=3": parallel,
         "RISE: sequential": sequential,
         "RISE: parallel k=3": parallel,
     }
@@ -67,7 +69,7 @@ def test_reproduction_writes_every_row_and_gap_and_resumes(
         for estimate in row.values():
             assert 0 <= estimate["low"] <= estimate["value"] <= estimate["high"] <= 1
             assert estimate["n"] == 3
-    assert set(results["gaps"]) == {"base", "RISE"}
+    assert set(results["gaps"]) == {"base", "boost", "RISE"}
     for gaps in results["gaps"].values():
         assert set(gaps) == {"m1@t3 - m1@t1", "m1@t3 - m3@t1"}
         assert all(-1 <= gap <= 1 for gap in gaps.values())
@@ -97,8 +99,8 @@ def test_cpu_script_keeps_its_options_and_defaults():
     script = load_script("reproduce_cpu")
     args = vars(script.build_parser().parse_args([]))
     assert args == {
-        "difficulty": 1,
-        "eval_problems": 100,
+        "difficulty": 4,
+        "eval_problems": 300,
         "train_problems": 128,
         "boost_problems": 200,
         "boost": True,

@@ -122,6 +122,16 @@ class VllmLLM(LLM):
         )
         return [Generation([_completion(sample) for sample in out.outputs]) for out in outputs]
 
+    def close(self) -> None:
+        """Drop the engine and return its GPU memory (e.g. before serving a new model)."""
+        import gc
+
+        import torch
+
+        del self.engine
+        gc.collect()
+        torch.cuda.empty_cache()
+
     def _lora_request(self, adapter: str | None) -> Any:
         if adapter is None:
             return None

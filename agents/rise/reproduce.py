@@ -169,7 +169,9 @@ class Reproduction:
 
     Attributes:
         settings: What was run.
-        rows: Metrics by row (``"base: sequential"``, ..., ``"RISE: parallel k=5"``).
+        rows: Metrics by row (``"base: sequential"``, ..., ``"boost: sequential"`` (the
+            boosted model RISE starts from; LoRA runs with boost only), ...,
+            ``"RISE: parallel k=5"``).
         minutes: Wall-clock minutes of the call that produced them.
     """
 
@@ -184,10 +186,11 @@ class Reproduction:
         return [f"p1@t{t}" for t in range(1, k + 1)] + ["m1@t1", f"m1@t{k}", f"m{k}@t1", f"p{k}@t1"]
 
     def gaps(self) -> dict[str, dict[str, float]]:
-        """m1@tk - m1@t1 and m1@tk - mk@t1 of the base and the RISE model, as fractions."""
+        """m1@tk - m1@t1 and m1@tk - mk@t1 of each model (base, boost, RISE), as fractions."""
         k = self.settings.max_turns
         gaps = {}
-        for model in ("base", "RISE"):
+        models = [name for name in ("base", "boost", "RISE") if f"{name}: sequential" in self.rows]
+        for model in models:
             figures = {**self.rows[f"{model}: sequential"], **self.rows[f"{model}: parallel k={k}"]}
             last, first, parallel = (
                 figures[name].value for name in (f"m1@t{k}", "m1@t1", f"m{k}@t1")
@@ -315,6 +318,18 @@ def run_reproduction(
             SelfRefine(base, greedy), "base-self-refine", turns=refine_turns
         )
         rise.learn(settings.env_id, settings.env_kwargs)
+        if settings.boost and not settings.full_finetune:  # the model RISE starts from
+            boosted = config.output_dir / "boost"
+            adapter = str(boosted / "model")
+            rows["boost: sequential"] = score(  # learn evaluated it
+                SequentialRetry(rise.llm, greedy, adapter=adapter, name=rise.name),
+                "boost",
+                records=boosted / "eval.jsonl",
+            )
+            rows[f"boost: parallel k={k}"] = score(
+                ParallelSampling(rise.llm, k, sampled, adapter=adapter),
+                f"{config.output_dir.name}-boost-parallel",
+            )
         last = config.output_dir / f"iteration-{config.iterations}" / "eval.jsonl"
         rows["RISE: sequential"] = score(rise, "rise-sequential", records=last)  # learn made it
         rows[f"RISE: parallel k={k}"] = score(
