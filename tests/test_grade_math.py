@@ -297,6 +297,8 @@ def test_normalize_answer(answer, canonical):
         ("\\boxed{2x+2}", "2(x+1)"),
         ("\\boxed{\\sqrt{324}}", "18"),
         ("\\boxed{x = 5}", "5"),
+        ("\\boxed{5 + 4 = 9}", "9"),
+        ("The answer is 47 x 8 = 376.", "376"),
         ("\\boxed{\\text{(C)}}", "\\text{(C)}"),
     ],
 )
@@ -314,6 +316,7 @@ def test_equivalent_answers_grade_one(response, reference):
         ("\\boxed{2x+1}", "2(x+1)"),
         ("I could not solve it.", "\\frac{\\pi}{2}"),
         ("\\boxed{5", "5"),
+        ("\\boxed{4 + 5 = 10}", "9"),  # the stated result counts, not the sum
     ],
 )
 def test_different_answers_grade_zero(response, reference):

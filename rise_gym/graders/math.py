@@ -16,7 +16,8 @@ An answer longer than `MAX_ANSWER_CHARS` counts as no answer.
 
 Normalisation (`normalize_answer`) drops ``$`` delimiters and signs, ``%``, degree marks,
 LaTeX spacing, ``\left``/``\right``, a trailing period, units after a number ("18 dollars",
-``5\text{ cm}``) and a leading "x =" before a number, and turns ``\dfrac``/``\tfrac`` into
+``5\text{ cm}``), a leading "x =" before a number and a worked equation before its
+numeric result (``5 + 4 = 9``), and turns ``\dfrac``/``\tfrac`` into
 ``\frac``. An exact number (integer, decimal, ``a/b``, ``\frac{a}{b}``, thousands commas)
 becomes canonical: ``"18"`` for ``$18.00``, ``"0.5"`` for ``\frac{1}{2}``, ``"1/3"`` for
 ``\frac{2}{6}``. So answers that are equal numbers vote together.
@@ -150,7 +151,7 @@ def normalize_answer(answer: str) -> str:
         '1234.5'
     """
     text = _clean(answer)
-    for candidate in (text, _without_assignment(text)):
+    for candidate in (text, _without_assignment(text), _result_of_equation(text)):
         number = _exact_number(_without_units(candidate))
         if number is not None:
             return _format_number(number)
@@ -278,6 +279,11 @@ def _without_assignment(text: str) -> str:
     """``"x = 5"`` -> ``"5"``."""
     assignment = _ASSIGNMENT.match(text)
     return text[assignment.end() :].strip() if assignment else text
+
+
+def _result_of_equation(text: str) -> str:
+    """``"5 + 4 = 9"`` -> ``"9"``: the last side of a worked equation (kept if it is a number)."""
+    return text.rpartition("=")[2].strip()
 
 
 def _exact_number(text: str) -> Fraction | None:
