@@ -188,7 +188,8 @@ def decode(
         if len(finished) == len(live):
             break
         if finished:
-            keep = [slot for slot in range(len(live)) if slot not in set(finished)]
+            done = set(finished)
+            keep = [slot for slot in range(len(live)) if slot not in done]
             index = torch.tensor(keep, device=chosen.device)
             past.batch_select_indices(index)
             attention_mask, positions = attention_mask[index], positions[index]
