@@ -207,6 +207,33 @@ def test_lora_adapters_load_once_switch_and_reload(tiny_model_dir: Path, tmp_pat
     assert texts(first) not in (base, with_first)
 
 
+def test_merged_adapters_answer_like_unmerged_ones_and_restore_the_base(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    adapters = [
+        _save_random_adapter(tiny_model_dir, tmp_path / f"a{seed}", seed) for seed in (1, 2)
+    ]
+    merged = TransformersLLM(str(tiny_model_dir))  # float32 on CPU: merging is on
+    unmerged = TransformersLLM(str(tiny_model_dir), merge_adapters=False)
+    base_weights = {k: v.clone() for k, v in merged.model.state_dict().items()}
+
+    for adapter in [adapters[0], adapters[1], None, adapters[0]]:
+        fast, slow = (
+            [c for g in llm.generate(CHATS, GREEDY, adapter=adapter) for c in g.completions]
+            for llm in (merged, unmerged)
+        )
+        assert [c.text for c in fast] == [c.text for c in slow]
+        for one, other in zip(fast, slow):
+            assert one.mean_logprob == pytest.approx(other.mean_logprob, abs=1e-4)
+    assert merged._adapters.merged is not None
+
+    merged.generate(CHATS, GREEDY)  # the base model again: the adapter comes back out
+    assert merged._adapters.merged is None
+    restored = {k.replace(".base_layer", ""): v for k, v in merged.model.state_dict().items()}
+    for key, value in base_weights.items():  # LoRA layers wrap the base weights in place
+        torch.testing.assert_close(restored[key], value, rtol=0, atol=1e-6)
+
+
 def test_context_overflow_names_lengths_and_fix(tiny_llm: TransformersLLM) -> None:
     long_chat = [{"role": "user", "content": "count the words " * 800}]
     with pytest.raises(ContextLengthExceeded) as error:

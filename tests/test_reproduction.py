@@ -23,7 +23,7 @@ def load_script(name: str) -> ModuleType:
     return module
 
 
-def tiny_settings(model_dir: Path, output: Path) -> ReproductionSettings:
+def tiny_settings(model_dir: Path, output: Path, iterations: int = 1) -> ReproductionSettings:
     return ReproductionSettings(
         env_id="RISE-Arithmetic-v0",
         env_kwargs={"difficulty": 1, "size": 20},
@@ -31,7 +31,7 @@ def tiny_settings(model_dir: Path, output: Path) -> ReproductionSettings:
         eval_problems=3,
         train_problems=4,
         boost_problems=8,
-        iterations=1,
+        iterations=iterations,
         max_turns=3,
         num_samples=2,
         max_new_tokens=8,
@@ -47,7 +47,7 @@ def test_reproduction_writes_every_row_and_gap_and_resumes(
     tiny_model_dir, tmp_path, torch_one_thread
 ):
     run = tmp_path / "run"
-    settings = tiny_settings(tiny_model_dir, run)
+    settings = tiny_settings(tiny_model_dir, run, iterations=2)
     first = run_reproduction(settings, progress=False)
 
     results = json.loads((run / "results.json").read_text())
@@ -59,24 +59,30 @@ def test_reproduction_writes_every_row_and_gap_and_resumes(
         "base: self-refine (2 turns)": {"p1@t1", "p1@t2", "m1@t1", "m1@t2"},
         "boost: sequential": sequential,
         "boost: parallel k=3": parallel,
+        "RISE iteration 1: sequential": sequential,
         "RISE: sequential": sequential,
         "RISE: parallel k=3": parallel,
     }
     assert list(results["rows"]) == list(expected)
     for name, columns in expected.items():
         row = results["rows"][name]
-        assert columns <= set(row), name
+        assert columns <= set(row) if "parallel" not in name else columns == set(row), name
         for estimate in row.values():
             assert 0 <= estimate["low"] <= estimate["value"] <= estimate["high"] <= 1
             assert estimate["n"] == 3
     assert set(results["gaps"]) == {"base", "boost", "RISE"}
-    for gaps in results["gaps"].values():
-        assert set(gaps) == {"m1@t3 - m1@t1", "m1@t3 - m3@t1"}
-        assert all(-1 <= gap <= 1 for gap in gaps.values())
+    for model, gaps in results["gaps"].items():  # from the sequential row's m1@t1
+        sequential = {k: v["value"] for k, v in results["rows"][f"{model}: sequential"].items()}
+        parallel = results["rows"][f"{model}: parallel k=3"]["m3@t1"]["value"]
+        assert gaps == {
+            "m1@t3 - m1@t1": pytest.approx(sequential["m1@t3"] - sequential["m1@t1"]),
+            "m1@t3 - m3@t1": pytest.approx(sequential["m1@t3"] - parallel),
+        }
     assert results["settings"]["output"] == str(run)
     table = (run / "results.md").read_text()
     assert "| RISE: parallel k=3 |" in table and "m1@t3 - m3@t1 =" in table
-    assert (run / "rise" / "iteration-1" / "model" / "adapter_config.json").exists()
+    assert (run / "rise" / "iteration-2" / "model" / "adapter_config.json").exists()
+    assert (run / "eval" / "rise-iteration-2-parallel.jsonl").exists()
 
     # a second run finds every step done: no episode is added, the figures are the same
     episodes = {path: path.read_bytes() for path in run.rglob("*.jsonl")}
@@ -93,6 +99,8 @@ def test_bad_settings_fail_before_any_work(tmp_path):
         ReproductionSettings(backend="openai")
     with pytest.raises(ValueError, match="per_device_batch_size"):  # from TrainingConfig
         ReproductionSettings(per_device_batch_size=0)
+    with pytest.raises(ValueError, match="data_filter must be one of"):  # from RISEConfig
+        ReproductionSettings(data_filter="good")
 
 
 def test_cpu_script_keeps_its_options_and_defaults():
@@ -106,6 +114,9 @@ def test_cpu_script_keeps_its_options_and_defaults():
         "boost": True,
         "iterations": 1,
         "num_samples": 4,
+        "rollout_temperature": 0.0,
+        "data_filter": "all",
+        "tau": 0.4,
         "history_window": 2,
         "max_new_tokens": 48,
         "learning_rate": 5e-4,

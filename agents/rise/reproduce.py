@@ -12,7 +12,7 @@ Every step writes under ``settings.output`` and a re-run resumes from it::
 
     eval/base-sequential.jsonl, base-parallel.jsonl, base-self-refine.jsonl
     rise/ (rise-no-boost/ without boost)    RISEAgent.learn: boost/, iteration-N/
-    eval/rise-parallel.jsonl                parallel sampling with the trained model
+    eval/rise-iteration-N-parallel.jsonl    parallel sampling with the last iteration's model
     results.md, results.json                the table, the gaps and the settings
 """
 
@@ -35,6 +35,7 @@ from agents.llm.default_model import DEFAULT_MODEL, resolve_model
 from agents.llm.factory import make_llm
 from agents.rise.agent import RISEAgent
 from agents.rise.config import RISEConfig
+from agents.rise.relabel import DATA_FILTERS
 from agents.rise.train import TrainingConfig
 from rise_gym.errors import RiseGymError
 from rise_gym.metrics import Estimate
@@ -88,6 +89,14 @@ class ReproductionSettings:
     history_window: int | None = field(
         default=2, metadata=_help("Earlier attempts kept in each prompt (none: all).")
     )
+    rollout_temperature: float = field(
+        default=0.0, metadata=_help("Temperature of RISE's on-policy rollouts (0: greedy).")
+    )
+    data_filter: str = field(
+        default="all",
+        metadata=_help("Which actions RISE trains on.", choices=DATA_FILTERS),
+    )
+    tau: float = field(default=0.4, metadata=_help("RWR temperature: weight = exp(r / tau)."))
     max_new_tokens: int = field(default=256, metadata=_help("Tokens generated per response."))
     learning_rate: float = field(default=1e-4, metadata=_help("Peak learning rate."))
     epochs: float = field(default=2.0, metadata=_help("Training epochs per RISE step."))
@@ -143,6 +152,9 @@ class ReproductionSettings:
             train_problems=self.train_problems,
             eval_problems=self.eval_problems,
             num_samples=self.num_samples,
+            rollout_temperature=self.rollout_temperature,
+            data_filter=self.data_filter,
+            tau=self.tau,
             max_new_tokens=self.max_new_tokens,
             boost=self.boost,
             boost_problems=self.boost_problems,
@@ -170,8 +182,9 @@ class Reproduction:
     Attributes:
         settings: What was run.
         rows: Metrics by row (``"base: sequential"``, ..., ``"boost: sequential"`` (the
-            boosted model RISE starts from; LoRA runs with boost only), ...,
-            ``"RISE: parallel k=5"``).
+            boosted model RISE starts from; LoRA runs with boost only),
+            ``"RISE iteration 1: sequential"`` (every iteration before the last), ...,
+            ``"RISE: parallel k=5"`` (the last iteration's model).
         minutes: Wall-clock minutes of the call that produced them.
     """
 
@@ -191,10 +204,9 @@ class Reproduction:
         gaps = {}
         models = [name for name in ("base", "boost", "RISE") if f"{name}: sequential" in self.rows]
         for model in models:
-            figures = {**self.rows[f"{model}: sequential"], **self.rows[f"{model}: parallel k={k}"]}
-            last, first, parallel = (
-                figures[name].value for name in (f"m1@t{k}", "m1@t1", f"m{k}@t1")
-            )
+            sequential = self.rows[f"{model}: sequential"]
+            last, first = sequential[f"m1@t{k}"].value, sequential["m1@t1"].value
+            parallel = self.rows[f"{model}: parallel k={k}"][f"m{k}@t1"].value
             gaps[model] = {f"m1@t{k} - m1@t1": last - first, f"m1@t{k} - m{k}@t1": last - parallel}
         return gaps
 
@@ -214,7 +226,7 @@ class Reproduction:
         lines.append(
             f"\n{settings.env_id} {settings.env_kwargs}, {settings.eval_problems} held-out "
             f"problems, {settings.model or DEFAULT_MODEL} ({settings.backend}), "
-            f"{self.minutes:.1f} minutes"
+            f"{self.minutes:.1f} minutes in this call (steps finished earlier are reused)"
         )
         return "\n".join(lines)
 
@@ -308,12 +320,17 @@ def run_reproduction(
             progress=progress,
         ).metrics
 
+    def score_parallel(adapter: str | None, name: str) -> dict[str, Estimate]:
+        # only mk@t1 and pk@t1: its p1@t1 and m1@t1 would restate the vote of k samples
+        figures = score(ParallelSampling(rise.llm, k, sampled, adapter=adapter), name)
+        return {column: figures[column] for column in (f"m{k}@t1", f"p{k}@t1")}
+
     refine_turns = (k + 1) // 2  # 1 + 2 (turns - 1) calls: the most turns within k calls
     rows: dict[str, dict[str, Estimate]] = {}
     try:
         base = rise.llm
         rows["base: sequential"] = score(SequentialRetry(base, greedy), "base-sequential")
-        rows[f"base: parallel k={k}"] = score(ParallelSampling(base, k, sampled), "base-parallel")
+        rows[f"base: parallel k={k}"] = score_parallel(None, "base-parallel")
         rows[f"base: self-refine ({refine_turns} turns)"] = score(
             SelfRefine(base, greedy), "base-self-refine", turns=refine_turns
         )
@@ -326,21 +343,28 @@ def run_reproduction(
                 "boost",
                 records=boosted / "eval.jsonl",
             )
-            rows[f"boost: parallel k={k}"] = score(
-                ParallelSampling(rise.llm, k, sampled, adapter=adapter),
-                f"{config.output_dir.name}-boost-parallel",
+            rows[f"boost: parallel k={k}"] = score_parallel(
+                adapter, f"{config.output_dir.name}-boost-parallel"
             )
-        last = config.output_dir / f"iteration-{config.iterations}" / "eval.jsonl"
-        rows["RISE: sequential"] = score(rise, "rise-sequential", records=last)  # learn made it
-        rows[f"RISE: parallel k={k}"] = score(
-            ParallelSampling(rise.llm, k, sampled, adapter=rise.adapter),
-            f"{config.output_dir.name}-parallel",
+        for iteration in range(1, config.iterations):  # learn evaluated every iteration
+            rows[f"RISE iteration {iteration}: sequential"] = score(
+                rise, "rise-sequential", records=_iteration_eval(config, iteration)
+            )
+        last = _iteration_eval(config, config.iterations)
+        rows["RISE: sequential"] = score(rise, "rise-sequential", records=last)
+        rows[f"RISE: parallel k={k}"] = score_parallel(
+            rise.adapter, f"{config.output_dir.name}-iteration-{config.iterations}-parallel"
         )
     finally:
         rise.llm.close()  # the base model's back end, or the trained model's (full fine-tuning)
     reproduction = Reproduction(settings, rows, (time.perf_counter() - started) / 60)
     reproduction.write(settings.output)
     return reproduction
+
+
+def _iteration_eval(config: RISEConfig, iteration: int) -> Path:
+    """The held-out episodes `RISEAgent.learn` recorded after ``iteration``."""
+    return config.output_dir / f"iteration-{iteration}" / "eval.jsonl"
 
 
 # ---- command-line wrappers --------------------------------------------------------------

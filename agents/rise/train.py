@@ -229,15 +229,19 @@ def _prepare_model(
         model.config.use_cache = False
     if not config.use_lora:
         return model
+    return get_peft_model(model, lora_config(config))
+
+
+def lora_config(config: TrainingConfig) -> LoraConfig:
+    """The PEFT `LoraConfig` of ``config``'s rank, alpha, dropout and target modules."""
     targets = config.lora_target_modules
-    lora = LoraConfig(
+    return LoraConfig(
         r=config.lora_rank,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
         target_modules=targets if isinstance(targets, str) else list(targets),
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, lora)
 
 
 def _training_arguments(config: TrainingConfig, folder: Path, bf16: bool) -> TrainingArguments:
