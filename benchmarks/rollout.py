@@ -11,6 +11,9 @@ batching or on the cache).
 
     python benchmarks/rollout.py                      # 32 episodes x 5 turns
     python benchmarks/rollout.py --no-ablation        # skip the run without the cache
+    # the reproduction's evaluation shape: window 2, 64 conversations per call, level 4
+    python benchmarks/rollout.py --episodes 64 --history-window 2 --batch-size 64 \
+        --difficulty 4 --no-naive
 """
 
 from __future__ import annotations
@@ -51,6 +54,18 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=48, help="Tokens per response.")
     parser.add_argument("--difficulty", type=int, default=1, help="RISE-Arithmetic level.")
     parser.add_argument(
+        "--history-window", type=int, help="Earlier attempts kept in each prompt (default: all)."
+    )
+    parser.add_argument(
+        "--batch-size", type=int, help="Conversations per generate call (default: all live)."
+    )
+    parser.add_argument(
+        "--naive",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Also run the per-episode loop.",
+    )
+    parser.add_argument(
         "--ablation",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -59,10 +74,16 @@ def main() -> None:
     args = parser.parse_args()
 
     params = SamplingParams(max_new_tokens=args.max_new_tokens)
-    env_kwargs = {"difficulty": args.difficulty, "max_turns": args.turns}
-    runs = [("batched", None, {}), ("naive", 1, {})]
+    env_kwargs = {
+        "difficulty": args.difficulty,
+        "max_turns": args.turns,
+        "history_window": args.history_window,
+    }
+    runs = [("batched", args.batch_size, {})]
+    if args.naive:
+        runs.append(("naive", 1, {}))
     if args.ablation:
-        runs.append(("no-cache", None, {"prefix_cache_bytes": 0}))
+        runs.append(("no-cache", args.batch_size, {"prefix_cache_bytes": 0}))
     results = {}
     for name, batch_size, options in runs:
         llm = TimedLLM(make_llm(**options))
