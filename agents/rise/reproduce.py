@@ -51,6 +51,12 @@ def _help(text: str, **extra: Any) -> dict[str, Any]:
     return {"help": text, **extra}
 
 
+def _as_in_rise_config(name: str, **extra: Any) -> Any:
+    """A settings field with the default and help of `RISEConfig`'s field ``name``."""
+    source = next(field_ for field_ in fields(RISEConfig) if field_.name == name)
+    return field(default=source.default, metadata={**source.metadata, **extra})
+
+
 @dataclass
 class ReproductionSettings:
     """What `run_reproduction` runs: environment, model, back end, RISE and training sizes."""
@@ -89,14 +95,9 @@ class ReproductionSettings:
     history_window: int | None = field(
         default=2, metadata=_help("Earlier attempts kept in each prompt (none: all).")
     )
-    rollout_temperature: float = field(
-        default=0.0, metadata=_help("Temperature of RISE's on-policy rollouts (0: greedy).")
-    )
-    data_filter: str = field(
-        default="all",
-        metadata=_help("Which actions RISE trains on.", choices=DATA_FILTERS),
-    )
-    tau: float = field(default=0.4, metadata=_help("RWR temperature: weight = exp(r / tau)."))
+    rollout_temperature: float = _as_in_rise_config("rollout_temperature")
+    data_filter: str = _as_in_rise_config("data_filter", choices=DATA_FILTERS)
+    tau: float = _as_in_rise_config("tau")
     max_new_tokens: int = field(default=256, metadata=_help("Tokens generated per response."))
     learning_rate: float = field(default=1e-4, metadata=_help("Peak learning rate."))
     epochs: float = field(default=2.0, metadata=_help("Training epochs per RISE step."))
