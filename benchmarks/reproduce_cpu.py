@@ -44,6 +44,7 @@ from agents.rise.reproduce import ReproductionSettings, add_options, run_command
 
 DEFAULTS = ReproductionSettings(
     env_id="RISE-Arithmetic-v0",
+    dtype="bfloat16",
     eval_problems=300,
     train_problems=128,
     boost_problems=200,
@@ -59,6 +60,7 @@ DEFAULTS = ReproductionSettings(
     output=Path("runs/reproduce_cpu"),
 )
 OPTIONS = (
+    "dtype",
     "eval_problems",
     "train_problems",
     "boost_problems",

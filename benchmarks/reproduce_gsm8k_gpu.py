@@ -82,6 +82,7 @@ DEFAULTS = ReproductionSettings(
 OPTIONS = (
     "model",
     "backend",
+    "dtype",
     "eval_problems",
     "train_problems",
     "boost",

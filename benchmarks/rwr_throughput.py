@@ -18,6 +18,7 @@ machine, as with ``timeit``, the fastest is the one least disturbed by neighbour
     python benchmarks/rwr_throughput.py                      # tiny random Llama on CPU
     python benchmarks/rwr_throughput.py --model default      # SmolLM2-135M-Instruct
     python benchmarks/rwr_throughput.py --model PATH --batch-size 16 --max-seq-length 1024
+    python benchmarks/rwr_throughput.py --model default --bf16   # bfloat16 on the CPU too
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def main() -> None:
     transformers_logging.set_verbosity_error()
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, tokenizer = load(args.model)
+    model, tokenizer = load(args.model, args.bf16)
     dataset = RWRDataset(make_examples(args), tokenizer, args.max_seq_length)
     pad = tokenizer.pad_token_id
     collator = RWRCollator(pad if pad is not None else tokenizer.eos_token_id)
@@ -73,7 +74,7 @@ def main() -> None:
     tokens = sum(len(features["input_ids"]) for features in dataset.features)
     print(
         f"model={args.model or 'tiny'} device={device} threads={torch.get_num_threads()} "
-        f"lora={not args.full} batch={args.batch_size}x{args.grad_accum} "
+        f"lora={not args.full} bf16={args.bf16} batch={args.batch_size}x{args.grad_accum} "
         f"steps={args.steps} (warmup {args.warmup}) rounds={args.rounds} "
         f"mean tokens/example={tokens / len(dataset):.0f}"
     )
@@ -109,21 +110,28 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=5, help="runs of each variant")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--seed", type=int, default=0, help="seed of data and weights")
+    parser.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=torch.cuda.is_available(),
+        help="bfloat16 weights and mixed precision (default: on a GPU only)",
+    )
     args = parser.parse_args()
     if not 1 <= args.warmup < args.steps:
         parser.error(f"--warmup must be in [1, --steps), got {args.warmup}")
     return args
 
 
-def load(model: str | None) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
-    """The model (float32 on CPU, bfloat16 on GPU) and its tokenizer."""
+def load(model: str | None, bf16: bool) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
+    """The model (bfloat16 or float32 weights) and its tokenizer."""
+    dtype = torch.bfloat16 if bf16 else torch.float32
     if model is None:
-        return tiny_model()
+        tiny, tokenizer = tiny_model()
+        return tiny.to(dtype), tokenizer
     if model == "default":
         from agents.llm.default_model import default_model_path
 
         model = str(default_model_path())
-    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
     return AutoModelForCausalLM.from_pretrained(model, dtype=dtype), AutoTokenizer.from_pretrained(
         model
     )
@@ -199,7 +207,8 @@ def run(
             gradient_accumulation_steps=args.grad_accum,
             max_steps=args.steps,
             learning_rate=1e-4,
-            bf16=torch.cuda.is_available(),
+            bf16=args.bf16,
+            use_cpu=args.bf16 and not torch.cuda.is_available(),
             train_sampling_strategy="sequential",
             save_strategy="no",
             logging_strategy="no",

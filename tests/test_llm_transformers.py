@@ -248,6 +248,20 @@ def test_context_overflow_names_lengths_and_fix(tiny_llm: TransformersLLM) -> No
         tiny_llm.generate(CHATS[:1], SamplingParams(max_new_tokens=TINY_CONTEXT))
 
 
+def test_bfloat16_weights_generate_on_cpu_and_bad_dtypes_name_the_choices(
+    tiny_model_dir: Path,
+) -> None:
+    llm = TransformersLLM(str(tiny_model_dir), device="cpu", dtype="bfloat16")
+    assert llm.model.dtype == torch.bfloat16
+    assert not llm._adapters.merge  # unmerging 16-bit weights would not restore them
+    for generation in llm.generate(CHATS, GREEDY):
+        [completion] = generation.completions
+        assert completion.num_tokens > 0
+        assert completion.mean_logprob is not None and completion.mean_logprob < 0
+    with pytest.raises(ValueError, match="dtype must be one of auto, float32, bfloat16"):
+        TransformersLLM(str(tiny_model_dir), dtype="bf16")
+
+
 def test_bad_model_and_adapter_names_say_how_to_fix(
     tiny_llm: TransformersLLM, tmp_path: Path
 ) -> None:

@@ -108,6 +108,7 @@ def test_cpu_script_keeps_its_options_and_defaults():
     args = vars(script.build_parser().parse_args([]))
     assert args == {
         "difficulty": 4,
+        "dtype": "bfloat16",
         "eval_problems": 300,
         "train_problems": 128,
         "boost_problems": 200,

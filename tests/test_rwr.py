@@ -253,9 +253,8 @@ def test_gradient_accumulation_matches_one_large_batch(tiny_model_dir, tokenizer
 
 HIGH = [WeightedExample(user(f"q{i}"), f"right {i}", rwr_weight(1.0)) for i in range(3)]
 LOW = [WeightedExample(user(f"q{i}"), f"wrong {i}", rwr_weight(0.0)) for i in range(3)]
-FAST = dict(
-    learning_rate=2e-2, lora_rank=8, lora_dropout=0.0, per_device_batch_size=2, logging_steps=5
-)
+FAST_NO_BATCH = dict(learning_rate=2e-2, lora_rank=8, lora_dropout=0.0, logging_steps=5)
+FAST = dict(per_device_batch_size=2, **FAST_NO_BATCH)
 
 
 def mean_logprob(model, tokenizer, examples) -> float:
@@ -328,3 +327,31 @@ def test_train_rwr_resumes_an_interrupted_run(tiny_model_dir, tokenizer, tmp_pat
     assert steps == []
     with pytest.raises(ValueError, match="another output_dir"):
         train_rwr(tiny_model_dir, HIGH, config, tmp_path / "resumed")
+
+
+@pytest.mark.parametrize("group_by_length", [True, False])
+def test_batches_group_examples_of_similar_length(tiny_model_dir, tmp_path, group_by_length):
+    short = [WeightedExample(user(f"q{i}"), "ok", 1.0) for i in range(32)]
+    long = [WeightedExample(user(f"q{i} " + "word " * 60), "ok", 1.0) for i in range(32)]
+    widths: list[list[int]] = []  # per batch: the unpadded length of each row
+    original = RWRCollator.__call__
+
+    def recording(self, features):
+        widths.append(sorted(len(feature["input_ids"]) for feature in features))
+        return original(self, features)
+
+    config = TrainingConfig(
+        num_epochs=1, per_device_batch_size=4, group_by_length=group_by_length, **FAST_NO_BATCH
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(RWRCollator, "__call__", recording)
+        train_rwr(tiny_model_dir, short + long, config, tmp_path / "adapter")
+    mixed = sum(batch[-1] - batch[0] > 50 for batch in widths)
+    assert len(widths) == 16
+    # LengthGroupedSampler sorts random megabatches of 4 batches (16 examples) by length,
+    # so at most one batch per megabatch straddles the two lengths; a random draw of 4
+    # from 32 short and 32 long examples is mixed with probability 0.89.
+    if group_by_length:
+        assert mixed <= 4
+    else:
+        assert mixed > 8

@@ -161,6 +161,7 @@ def decode(
         position_ids=batch.position_ids,
         past_key_values=batch.past,
         use_cache=True,
+        logits_to_keep=1,  # only the last position's logits choose a token
     )
     past, attention_mask = output.past_key_values, batch.attention_mask
     positions = batch.position_ids[:, -1]

@@ -84,6 +84,13 @@ class TrainingConfig:
         default=2048,
         metadata=_help("Tokens per sequence; longer prompts lose tokens from the left."),
     )
+    group_by_length: bool = field(
+        default=True,
+        metadata=_help(
+            "Batch examples of similar length (transformers' LengthGroupedSampler), so "
+            "less compute goes to padding; False draws batches uniformly at random."
+        ),
+    )
     warmup_ratio: float = field(
         default=0.03, metadata=_help("Fraction of the steps with a linear learning-rate warm-up.")
     )
@@ -98,7 +105,9 @@ class TrainingConfig:
         default=None,
         metadata=_help(
             "bfloat16 mixed precision; None uses it where the GPU supports it. With LoRA "
-            "the frozen base weights are also loaded in bfloat16."
+            "the frozen base weights are also loaded in bfloat16. Without a GPU it "
+            "trains on the CPU (about 2-3x faster than float32 where the CPU has "
+            "AVX512-BF16 or AMX)."
         ),
     )
     gradient_checkpointing: bool = field(
@@ -257,6 +266,7 @@ def _training_arguments(config: TrainingConfig, folder: Path, bf16: bool) -> Tra
         weight_decay=config.weight_decay,
         max_grad_norm=config.max_grad_norm,
         bf16=bf16,
+        use_cpu=bf16 and not torch.cuda.is_available(),  # transformers' bf16 on CPU needs it
         activation_checkpointing=config.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False},
         logging_steps=config.logging_steps,
@@ -264,6 +274,7 @@ def _training_arguments(config: TrainingConfig, folder: Path, bf16: bool) -> Tra
         save_steps=config.save_steps,
         report_to=config.report_to,
         seed=config.seed,
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         remove_unused_columns=False,
         dataloader_pin_memory=torch.cuda.is_available(),
     )
