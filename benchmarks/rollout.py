@@ -7,13 +7,18 @@ ablation, batched again with the back end's prefix cache turned off (every turn 
 recomputes the whole conversation). Prints episodes/s, generated tokens/s, the speed-up,
 the share of wall time spent outside the model (environment, grading, bookkeeping), and
 whether the runs produced identical responses (greedy decoding must not depend on
-batching or on the cache).
+batching or on the cache). With ``--bf16``, batched again with bfloat16 weights: its
+speed against float32, and how many episodes and first answers stay the same (16-bit
+rounding changes some greedy choices).
 
     python benchmarks/rollout.py                      # 32 episodes x 5 turns
     python benchmarks/rollout.py --no-ablation        # skip the run without the cache
     # the reproduction's evaluation shape: window 2, 64 conversations per call, level 4
     python benchmarks/rollout.py --episodes 64 --history-window 2 --batch-size 64 \
         --difficulty 4 --no-naive
+    # bfloat16 against float32 in that shape (a CPU with AVX512-BF16 or AMX)
+    python benchmarks/rollout.py --episodes 64 --history-window 2 --batch-size 64 \
+        --difficulty 4 --no-naive --no-ablation --bf16
 """
 
 from __future__ import annotations
@@ -71,6 +76,12 @@ def main() -> None:
         default=True,
         help="Also run batched without the prefix cache.",
     )
+    parser.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="Also run batched with bfloat16 weights.",
+    )
     args = parser.parse_args()
 
     params = SamplingParams(max_new_tokens=args.max_new_tokens)
@@ -84,6 +95,8 @@ def main() -> None:
         runs.append(("naive", 1, {}))
     if args.ablation:
         runs.append(("no-cache", args.batch_size, {"prefix_cache_bytes": 0}))
+    if args.bf16:
+        runs.append(("bfloat16", args.batch_size, {"dtype": "bfloat16"}))
     results = {}
     for name, batch_size, options in runs:
         llm = TimedLLM(make_llm(**options))
@@ -100,15 +113,26 @@ def main() -> None:
         wall = time.perf_counter() - started
         tokens = sum(turn.generated_tokens for record in records for turn in record.turns)
         results[name] = (wall, [[t.response for t in r.turns] for r in records])
+        first_correct = sum(record.turns[0].correct for record in records)
         print(
             f"{name:8s} {args.episodes / wall:7.3f} episodes/s  {tokens / wall:7.1f} tokens/s  "
-            f"{wall:7.1f} s wall  {100 * (1 - llm.seconds / wall):5.2f}% outside the model"
+            f"{wall:7.1f} s wall  {100 * (1 - llm.seconds / wall):5.2f}% outside the model  "
+            f"first answers correct: {first_correct}/{args.episodes}"
         )
     batched = results.pop("batched")
+    bfloat16 = results.pop("bfloat16", None)
     for name, (wall, responses) in results.items():
         print(
             f"speed-up batched / {name}: {wall / batched[0]:.2f}x; "
             f"identical responses: {responses == batched[1]}"
+        )
+    if bfloat16 is not None:
+        wall, responses = bfloat16
+        same = sum(a == b for a, b in zip(responses, batched[1]))
+        same_first = sum(a[0] == b[0] for a, b in zip(responses, batched[1]))
+        print(
+            f"speed-up bfloat16 / float32: {batched[0] / wall:.2f}x; identical episodes: "
+            f"{same}/{args.episodes}, identical first answers: {same_first}/{args.episodes}"
         )
 
 

@@ -32,7 +32,7 @@ from rise_gym.errors import RiseGymError
 
 Config = TypeVar("Config")
 
-_MODEL_FIELDS = ("model", "backend", "base_url")
+_MODEL_FIELDS = ("model", "backend", "base_url", "dtype")
 _TRAINING_OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
     "learning_rate": (float, "peak learning rate (default: TrainingConfig's, 1e-4 for LoRA)"),
     "num_epochs": (float, "passes over the examples in each training run"),
@@ -166,14 +166,13 @@ def _envs(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from agents.evaluate import evaluate
     from agents.leaderboard import Entry, Leaderboard, LeaderboardConfig, build_agent, check_envs
-    from agents.llm.factory import make_llm
 
     with _bad_arguments(args.parser):
         config = _config(LeaderboardConfig, args, envs=(args.env,), agents=(args.agent,))
         _check_model(config.model, config.backend)
         check_envs(config)
     stopping = config.load_stopping_policy()
-    llm = make_llm(config.model, backend=config.backend, base_url=config.base_url)
+    llm = config.build_llm()
     try:
         evaluation = evaluate(
             args.env,
@@ -228,12 +227,13 @@ def _train(args: argparse.Namespace) -> int:
     from agents.llm.default_model import resolve_model
     from agents.llm.factory import make_llm
     from agents.rise.agent import RISEAgent
-    from agents.rise.train import TrainingConfig
+    from agents.rise.train import TrainingConfig, bf16_for_dtype
 
     with _bad_arguments(args.parser):
-        training = TrainingConfig(**_training_settings(args), seed=config.seed)
-    llm = make_llm(args.model, backend=args.backend, base_url=args.base_url)
-    expert = make_llm(args.expert, backend=args.backend) if args.expert else None
+        settings = {"bf16": bf16_for_dtype(args.dtype), **_training_settings(args)}
+        training = TrainingConfig(**settings, seed=config.seed)
+        llm = make_llm(args.model, backend=args.backend, base_url=args.base_url, dtype=args.dtype)
+    expert = make_llm(args.expert, backend=args.backend, dtype=args.dtype) if args.expert else None
     agent = RISEAgent(llm, resolve_model(args.model), config, training, expert=expert)
     try:
         agent.learn(args.env, env_kwargs)

@@ -252,6 +252,7 @@ def test_run_folder_depends_on_settings_that_change_results_only(tmp_path):
             {"max_new_tokens": 9},
             {"model": "/models/other"},
             {"backend": "vllm"},
+            {"dtype": "bfloat16"},
             {"env_args": {"retry_prompt": "Again."}},
         )
     ]
@@ -292,6 +293,8 @@ def test_a_folder_with_a_manifest_of_other_settings_is_refused(tmp_path, scripte
         ({"adapter": "runs/adapter"}, "adapter"),
         ({"num_problems": 0}, "num_problems must be >= 1"),
         ({"backend": "openai"}, "base_url"),
+        ({"dtype": "bf16"}, "unknown dtype 'bf16'; choose one of .*'bfloat16'"),
+        ({"backend": "openai", "base_url": "http://x", "dtype": "float16"}, "server decides"),
         ({"stopping_policy": "no/such/policy"}, "no such directory.*benchmarks/stopping.py"),
     ],
 )

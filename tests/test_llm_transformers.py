@@ -275,6 +275,10 @@ def test_bad_model_and_adapter_names_say_how_to_fix(
         make_llm(backend="tensorflow")
     with pytest.raises(ValueError, match="base_url"):
         make_llm(backend="transformers", base_url="http://localhost:8000/v1")
+    with pytest.raises(ValueError, match="dtype must be one of auto, float32, bfloat16"):
+        make_llm(dtype="half")
+    with pytest.raises(ValueError, match="server decides"):
+        make_llm(backend="openai", dtype="bfloat16")
 
 
 def test_model_resolution_and_cache_location(

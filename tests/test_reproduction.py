@@ -10,6 +10,7 @@ from types import ModuleType
 import pytest
 from markers import has_cuda
 
+from agents.llm.factory import DTYPES
 from agents.rise.reproduce import ReproductionSettings, run_reproduction
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -101,6 +102,13 @@ def test_bad_settings_fail_before_any_work(tmp_path):
         ReproductionSettings(per_device_batch_size=0)
     with pytest.raises(ValueError, match="data_filter must be one of"):  # from RISEConfig
         ReproductionSettings(data_filter="good")
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        ReproductionSettings(dtype="bf16")
+
+
+def test_training_precision_follows_the_generation_dtype():
+    bf16 = {dtype: ReproductionSettings(dtype=dtype).training_config().bf16 for dtype in DTYPES}
+    assert bf16 == {"auto": None, "float32": False, "bfloat16": True, "float16": None}
 
 
 def test_cpu_script_keeps_its_options_and_defaults():

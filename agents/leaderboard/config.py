@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from agents.leaderboard.roster import AGENT_KINDS
+from agents.llm.base import LLM
 from agents.llm.default_model import DEFAULT_MODEL, resolve_adapter
-from agents.llm.factory import BACKENDS
+from agents.llm.factory import BACKENDS, DTYPES, make_llm
 from agents.stopping import StoppingPolicy, read_policy_settings
 from rise_gym.envs.registration import ENV_IDS
 
@@ -47,6 +48,14 @@ class LeaderboardConfig:
     backend: str = field(default="transformers", metadata=_help(f"One of {list(BACKENDS)}."))
     base_url: str | None = field(
         default=None, metadata=_help("Server URL of the 'openai' back end.")
+    )
+    dtype: str = field(
+        default="auto",
+        metadata=_help(
+            f"Weights' dtype, one of {list(DTYPES)} (auto: float32 on CPU, 16-bit on GPU; "
+            "bfloat16 is about 3x faster than float32 on a CPU with AVX512-BF16 or AMX, "
+            "with slightly different answers). Not with 'openai'."
+        ),
     )
     envs: tuple[str, ...] = field(default=DEFAULT_ENVS, metadata=_help("Environment ids."))
     agents: tuple[str, ...] = field(
@@ -96,6 +105,10 @@ class LeaderboardConfig:
             raise ValueError(f"unknown back end {self.backend!r}; choose one of {list(BACKENDS)}")
         if self.backend == "openai" and not self.base_url:
             raise ValueError("the 'openai' back end needs base_url, e.g. http://localhost:8000/v1")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; choose one of {list(DTYPES)}")
+        if self.backend == "openai" and self.dtype != "auto":
+            raise ValueError("the 'openai' back end's server decides the dtype; leave it 'auto'")
         if ("rise" in self.agents) != (self.adapter is not None):
             raise ValueError(
                 "the 'rise' agent and adapter go together: pass an adapter with agent 'rise' "
@@ -121,6 +134,10 @@ class LeaderboardConfig:
                 read_policy_settings(self.stopping_policy)
             except FileNotFoundError as error:
                 raise ValueError(str(error)) from error
+
+    def build_llm(self) -> LLM:
+        """Start the back end serving ``model`` with ``dtype``."""
+        return make_llm(self.model, backend=self.backend, base_url=self.base_url, dtype=self.dtype)
 
     def load_stopping_policy(self) -> StoppingPolicy | None:
         """The policy in ``stopping_policy`` (this imports torch), or None without one."""

@@ -13,7 +13,6 @@ from agents.leaderboard.config import LeaderboardConfig
 from agents.leaderboard.report import Entry, Leaderboard
 from agents.leaderboard.roster import build_agent
 from agents.llm.base import LLM, Generation, SamplingParams
-from agents.llm.factory import make_llm
 from rise_gym.records import read_records
 from rise_gym.spaces import Conversation
 
@@ -44,7 +43,7 @@ def run_leaderboard(config: LeaderboardConfig, *, progress: bool = True) -> Lead
     stopping = config.load_stopping_policy()
     folder = config.run_folder()
     _claim(folder, config)
-    llm = LazyLLM(lambda: make_llm(config.model, backend=config.backend, base_url=config.base_url))
+    llm = LazyLLM(config.build_llm)
     cells = [(kind, env_id) for kind in config.agents for env_id in config.envs]
     if any(_unfinished(_episodes(folder, *cell), config.num_problems) for cell in cells):
         llm.load()  # now, not inside the first cell's timed generation

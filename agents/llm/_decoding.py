@@ -154,18 +154,25 @@ def decode(
         return []
     if cache is not None and not _plain_cache_layers(model):
         cache = None
-    batch = _Prefill.build(rows, model, tokenizer.pad_token_id, cache, adapter)
+    batch = _Prefill.build(
+        [list(ids) for ids in prompts], model, tokenizer.pad_token_id, cache, adapter
+    )
     output = model(
         input_ids=batch.input_ids,
         attention_mask=batch.attention_mask,
         position_ids=batch.position_ids,
         past_key_values=batch.past,
         use_cache=True,
-        logits_to_keep=1,  # only the last position's logits choose a token
+        logits_to_keep=_last_position(batch.input_ids),
     )
     past, attention_mask = output.past_key_values, batch.attention_mask
     positions = batch.position_ids[:, -1]
     logits = output.logits[:, -1]
+    if params.n > 1:  # a prompt's n rows share its one prompt pass
+        past.batch_repeat_interleave(params.n)
+        attention_mask = attention_mask.repeat_interleave(params.n, dim=0)
+        positions = positions.repeat_interleave(params.n)
+        logits = logits.repeat_interleave(params.n, dim=0)
     stop_check = _StopCheck(tokenizer, params.stop)
     eos = set(eos_token_ids)
     warpers = _warpers(params)
@@ -297,6 +304,17 @@ def _plain_cache_layers(model: PreTrainedModel) -> bool:
     return all(type(layer) is DynamicLayer for layer in probe.layers)
 
 
+def _last_position(input_ids: torch.Tensor) -> torch.Tensor:
+    """``logits_to_keep`` for only the last position's logits, which choose a token.
+
+    An index tensor, not ``1``: ``1`` slices a non-contiguous view of the hidden states,
+    and for such an input and frozen weights (any PEFT model) torch's matmul broadcasts
+    the whole vocabulary projection over the batch (a batch x hidden x vocab copy, 3.6 GB
+    for 64 rows of SmolLM2 in bfloat16) instead of one matrix product.
+    """
+    return torch.tensor([input_ids.shape[1] - 1], device=input_ids.device)
+
+
 def _choose(
     logits: torch.Tensor, params: SamplingParams, warpers: list[LogitsProcessor]
 ) -> tuple[torch.Tensor, list[float]]:
@@ -308,8 +326,20 @@ def _choose(
         scores = logits.float()
         for warper in warpers:
             scores = warper(None, scores)  # type: ignore[arg-type]  # warpers ignore input_ids
-        chosen = torch.multinomial(torch.softmax(scores, dim=-1), 1).squeeze(1)
+        chosen = _sample(torch.softmax(scores, dim=-1))
     return chosen, logprobs.gather(1, chosen[:, None]).squeeze(1).tolist()
+
+
+def _sample(probs: torch.Tensor) -> torch.Tensor:
+    """One token per row of ``probs``, drawn by inverting its cumulative distribution.
+
+    Equivalent to ``torch.multinomial(probs, 1)`` in distribution and about 10x faster
+    on CPU for a 49k-token vocabulary; tokens of probability 0 are never drawn.
+    """
+    cdf = probs.cumsum(dim=-1)
+    draws = torch.rand(len(probs), 1, device=probs.device, dtype=cdf.dtype) * cdf[:, -1:]
+    chosen = torch.searchsorted(cdf, draws, right=True).squeeze(1)
+    return chosen.clamp(max=probs.shape[-1] - 1)
 
 
 def _warpers(params: SamplingParams) -> list[LogitsProcessor]:

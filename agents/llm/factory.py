@@ -12,6 +12,9 @@ from rise_gym.spaces import Conversation
 BACKENDS = ("transformers", "vllm", "openai")
 """The back end names `make_llm` accepts."""
 
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+"""The weights' dtypes of the transformers and vllm back ends (``dtype=``)."""
+
 
 def make_llm(
     model: str | None = None,
@@ -19,6 +22,7 @@ def make_llm(
     backend: str = "transformers",
     adapter: str | None = None,
     base_url: str | None = None,
+    dtype: str = "auto",
     **options: Any,
 ) -> LLM:
     """Build an LLM back end.
@@ -33,6 +37,10 @@ def make_llm(
             the name the server serves it under); None: the base model.
         base_url: The server's API root, for ``"openai"`` only (default
             ``http://localhost:8000/v1``).
+        dtype: The weights' dtype, one of `DTYPES`: ``"auto"`` (float32 on CPU, 16-bit
+            on GPU) or a name; ``"bfloat16"`` runs about 3x faster than float32 on a
+            CPU with AVX512-BF16 or AMX. Only ``"auto"`` for ``"openai"`` (the server
+            decides).
         **options: Passed on to the back end's constructor (`TransformersLLM`,
             `VllmLLM` or `OpenAICompatibleLLM`), e.g. ``device="cpu"``.
 
@@ -40,7 +48,8 @@ def make_llm(
         The back end, wrapped so that ``adapter`` is the default when one is given.
 
     Raises:
-        ValueError: an unknown ``backend``, or ``base_url`` without ``"openai"``.
+        ValueError: an unknown ``backend`` or ``dtype``, ``base_url`` without
+            ``"openai"``, or a ``dtype`` with it.
         ModelNotFound: the model cannot be found.
         MissingDependency: the back end's optional package is not installed.
 
@@ -54,15 +63,22 @@ def make_llm(
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if base_url is not None and backend != "openai":
         raise ValueError(f"base_url is for backend='openai' only, not {backend!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype != "auto" and backend == "openai":
+        raise ValueError(
+            f"dtype={dtype!r} needs the weights; with backend='openai' the server decides "
+            "(leave dtype at 'auto')"
+        )
     llm: LLM
     if backend == "transformers":
         from agents.llm.transformers_backend import TransformersLLM
 
-        llm = TransformersLLM(model, **options)
+        llm = TransformersLLM(model, dtype=dtype, **options)
     elif backend == "vllm":
         from agents.llm.vllm_backend import VllmLLM
 
-        llm = VllmLLM(model, **options)
+        llm = VllmLLM(model, dtype=dtype, **options)
     else:
         from agents.llm.openai_backend import DEFAULT_BASE_URL, OpenAICompatibleLLM
 

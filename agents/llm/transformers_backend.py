@@ -26,10 +26,8 @@ from agents.llm.base import (
     check_context_length,
 )
 from agents.llm.default_model import resolve_adapter, resolve_model
+from agents.llm.factory import DTYPES
 from rise_gym.spaces import Conversation
-
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-"""The weights' dtypes `TransformersLLM` accepts."""
 
 
 class TransformersLLM(LLM):

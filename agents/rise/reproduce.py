@@ -32,12 +32,11 @@ from agents.base import Agent
 from agents.evaluate import evaluate
 from agents.llm.base import LLM, SamplingParams
 from agents.llm.default_model import DEFAULT_MODEL, resolve_model
-from agents.llm.factory import make_llm
-from agents.llm.transformers_backend import DTYPES
+from agents.llm.factory import DTYPES, make_llm
 from agents.rise.agent import RISEAgent
 from agents.rise.config import RISEConfig
 from agents.rise.relabel import DATA_FILTERS
-from agents.rise.train import TrainingConfig
+from agents.rise.train import TrainingConfig, bf16_for_dtype
 from rise_gym.errors import RiseGymError
 from rise_gym.metrics import Estimate
 
@@ -176,13 +175,9 @@ class ReproductionSettings:
         )
 
     def training_config(self) -> TrainingConfig:
-        """The `TrainingConfig` of every RWR training run.
-
-        bf16 follows ``dtype``: on for bfloat16, off for float32, and for auto and float16
-        wherever the GPU supports it.
-        """
+        """The `TrainingConfig` of every RWR training run (bf16 follows ``dtype``)."""
         return TrainingConfig(
-            bf16={"bfloat16": True, "float32": False}.get(self.dtype),
+            bf16=bf16_for_dtype(self.dtype),
             use_lora=not self.full_finetune,
             learning_rate=self.learning_rate,
             num_epochs=self.epochs,
@@ -286,13 +281,10 @@ def build_llm(settings: ReproductionSettings) -> LLM:
             "backend='vllm' needs a CUDA GPU and torch sees none; run on a GPU machine "
             "(where bash scripts/setup.sh installs vllm) or use backend='transformers'"
         )
-    options: dict[str, Any] = {
-        "dtype": settings.dtype,
-        "gpu_memory_utilization": settings.gpu_memory_utilization,
-    }
+    options: dict[str, Any] = {"gpu_memory_utilization": settings.gpu_memory_utilization}
     if settings.max_model_len is not None:
         options["max_model_len"] = settings.max_model_len
-    return make_llm(settings.model, backend="vllm", **options)
+    return make_llm(settings.model, backend="vllm", dtype=settings.dtype, **options)
 
 
 def run_reproduction(

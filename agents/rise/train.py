@@ -241,6 +241,15 @@ def _prepare_model(
     return get_peft_model(model, lora_config(config))
 
 
+def bf16_for_dtype(dtype: str) -> bool | None:
+    """The `TrainingConfig.bf16` that trains like the generation weights' ``dtype``.
+
+    On for ``"bfloat16"``, off for ``"float32"``, None (where the GPU supports it) for
+    ``"auto"`` and ``"float16"``.
+    """
+    return {"bfloat16": True, "float32": False}.get(dtype)
+
+
 def lora_config(config: TrainingConfig) -> LoraConfig:
     """The PEFT `LoraConfig` of ``config``'s rank, alpha, dropout and target modules."""
     targets = config.lora_target_modules
