@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ from agents.llm import (  # noqa: E402
     make_llm,
 )
 from agents.llm import default_model as default_model_module  # noqa: E402
-from agents.llm._decoding import PrefixCache  # noqa: E402
+from agents.llm._decoding import PrefixCache, _sample  # noqa: E402
 from agents.llm.default_model import default_model_dir, is_converted, resolve_model  # noqa: E402
 from agents.llm.transformers_backend import chat_prompt_ids  # noqa: E402
 
@@ -93,6 +94,36 @@ def test_n_samples_per_conversation(tiny_llm: TransformersLLM) -> None:
     for generation in generations:
         assert len(set(generation.texts)) == 3
         assert generation.num_tokens == 18
+
+
+def test_n_samples_share_one_prompt_pass_and_equal_repeated_prompts(
+    tiny_model_dir: Path,
+) -> None:
+    llm = TransformersLLM(str(tiny_model_dir), device="cpu", prefix_cache_bytes=0)
+    prompt_rows: list[int] = []
+    forward = llm.model.forward
+
+    def spy(*args, **kwargs):
+        if kwargs["input_ids"].shape[1] > 1:
+            prompt_rows.append(kwargs["input_ids"].shape[0])
+        return forward(*args, **kwargs)
+
+    llm.model.forward = spy
+    params = SamplingParams(max_new_tokens=8, temperature=1.0, n=3, seed=5)
+    shared = llm.generate(CHATS[:2], params)
+    repeated = llm.generate([CHATS[0]] * 3 + [CHATS[1]] * 3, replace(params, n=1))
+    assert prompt_rows == [2, 6]  # one prompt pass per conversation, n rows decoded
+    texts = [text for generation in shared for text in generation.texts]
+    assert texts == [generation.texts[0] for generation in repeated]
+
+
+def test_inverse_cdf_sampling_follows_the_distribution_and_skips_zeros() -> None:
+    probs = torch.tensor([0.0, 0.1, 0.0, 0.6, 0.3])
+    torch.manual_seed(0)
+    draws = _sample(probs.expand(200_000, 5).contiguous())
+    frequencies = torch.bincount(draws, minlength=5) / len(draws)
+    assert frequencies[0] == 0 and frequencies[2] == 0
+    torch.testing.assert_close(frequencies, probs, atol=0.005, rtol=0)
 
 
 def test_seeded_sampling_is_reproducible(tiny_llm: TransformersLLM) -> None:
