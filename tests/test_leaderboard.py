@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from matplotlib.image import imread
 
-import agents.leaderboard.run as run_module
+import agents.leaderboard.config as config_module
 from agents.leaderboard import LeaderboardConfig, run_leaderboard
 from agents.llm.base import LLM, Completion, Generation, ModelNotFound
 from agents.stopping import StoppingPolicy, evaluate_selection, train_stopping_policy
@@ -65,7 +65,7 @@ def scripted(monkeypatch):
         builds.append(model)
         return llm
 
-    monkeypatch.setattr(run_module, "make_llm", make_llm)
+    monkeypatch.setattr(config_module, "make_llm", make_llm)
     return llm, builds
 
 
