@@ -32,7 +32,7 @@ class LeaderboardConfig:
     """Agents x environments evaluated at equal compute: k turns vs k samples vs self-refine.
 
     The defaults are the embedded CPU leaderboard: the default model on easy arithmetic
-    and a slice of GSM8K, about 8 minutes on 2 CPU cores (measured: 496 s).
+    and a slice of GSM8K, about 7 minutes on 2 CPU cores (measured: 403 s).
     """
 
     model: str | None = field(
