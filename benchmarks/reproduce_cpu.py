@@ -21,7 +21,7 @@ both splits; levels 2 and 3 saturate above 90% after the boost, level 5 reaches 
     python benchmarks/reproduce_cpu.py --dtype float32  # a CPU without AVX512-BF16 or AMX
 
 Generation and training run in bfloat16 (``--dtype``), which on a CPU with AVX512-BF16
-or AMX is about 3x faster than float32. Measured on 2 such cores: 37.2 minutes in all.
+or AMX is about 2x faster than float32. Measured on 2 such cores: 37.2 minutes in all.
 The three untrained evaluations took 11.4 minutes (sequential 4.9, parallel 2.2,
 self-refine 4.3), boost training 1.3 and its evaluation 5.9, rollouts 0.6, best-of-4
 relabelling of 313 states 2.1, the RISE training step (200 boost and about 630 relabelled

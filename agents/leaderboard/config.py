@@ -53,7 +53,7 @@ class LeaderboardConfig:
         default="auto",
         metadata=_help(
             f"Weights' dtype, one of {list(DTYPES)} (auto: float32 on CPU, 16-bit on GPU; "
-            "bfloat16 is about 3x faster than float32 on a CPU with AVX512-BF16 or AMX, "
+            "bfloat16 is about 2x faster than float32 on a CPU with AVX512-BF16 or AMX, "
             "with slightly different answers). Not with 'openai'."
         ),
     )

@@ -38,7 +38,7 @@ def make_llm(
         base_url: The server's API root, for ``"openai"`` only (default
             ``http://localhost:8000/v1``).
         dtype: The weights' dtype, one of `DTYPES`: ``"auto"`` (float32 on CPU, 16-bit
-            on GPU) or a name; ``"bfloat16"`` runs about 3x faster than float32 on a
+            on GPU) or a name; ``"bfloat16"`` runs about 2x faster than float32 on a
             CPU with AVX512-BF16 or AMX. Only ``"auto"`` for ``"openai"`` (the server
             decides).
         **options: Passed on to the back end's constructor (`TransformersLLM`,

@@ -78,7 +78,7 @@ class ReproductionSettings:
         default="auto",
         metadata=_help(
             "Weights' dtype for generation and training (auto: float32 on CPU, bfloat16 or "
-            "float16 on GPU; bfloat16 on a CPU with AVX512-BF16 or AMX is about 3x faster "
+            "float16 on GPU; bfloat16 on a CPU with AVX512-BF16 or AMX is about 2x faster "
             "than float32).",
             choices=DTYPES,
         ),

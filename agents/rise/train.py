@@ -106,7 +106,7 @@ class TrainingConfig:
         metadata=_help(
             "bfloat16 mixed precision; None uses it where the GPU supports it. With LoRA "
             "the frozen base weights are also loaded in bfloat16. Without a GPU it "
-            "trains on the CPU (about 2-3x faster than float32 where the CPU has "
+            "trains on the CPU (about 1.7x faster than float32 where the CPU has "
             "AVX512-BF16 or AMX)."
         ),
     )
