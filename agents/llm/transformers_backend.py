@@ -72,7 +72,7 @@ class TransformersLLM(LLM):
             dtype: ``"auto"`` (float32 on CPU; bfloat16 on a GPU that supports it, else
                 float16), ``"float32"``, ``"bfloat16"`` or ``"float16"``. On a CPU with
                 AVX512-BF16 or AMX, bfloat16 generates about 2.2 times faster
-                than float32 (``benchmarks/rollout.py --dtype``), with slightly
+                than float32 (``benchmarks/rollout.py --bf16``), with slightly
                 different answers.
             max_batch_size: Most conversations per ``generate`` call (None: all at once).
             prefix_cache_bytes: Memory (on ``device``) for the keys and values of recent
