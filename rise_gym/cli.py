@@ -129,7 +129,11 @@ def build_parser() -> Parser:
         "iteration writes its data, adapter and held-out metrics under --output-dir.",
     )
     train.add_argument("--env", default="RISE-Arithmetic-v0", help="environment id")
-    train.add_argument("--expert", help="model of the expert for --improvement expert")
+    train.add_argument(
+        "--expert",
+        help="the expert of --improvement expert: 'arithmetic' (scripted, RISE-Arithmetic), "
+        "'reference' (each problem's reference solution) or a model",
+    )
     _add_options(train, LeaderboardConfig, only=(*_MODEL_FIELDS, "difficulty", "env_args"))
     _add_options(train.add_argument_group("RISE"), RISEConfig)
     _add_training_options(train.add_argument_group("training"))
@@ -218,7 +222,9 @@ def _train(args: argparse.Namespace) -> int:
         if args.backend == "openai":
             raise ValueError("training needs the weights: use --backend transformers or vllm")
         if config.improvement == "expert" and not args.expert:
-            raise ValueError("--improvement expert needs --expert MODEL")
+            raise ValueError(
+                "--improvement expert needs --expert: 'arithmetic', 'reference' or a model"
+            )
         _check_model(args.model, args.backend)
         env_kwargs = dict(args.env_args)
         if ENV_IDS.get(args.env, ("",))[0].endswith(":ArithmeticEnv"):
@@ -233,7 +239,13 @@ def _train(args: argparse.Namespace) -> int:
         settings = {"bf16": bf16_for_dtype(args.dtype), **_training_settings(args)}
         training = TrainingConfig(**settings, seed=config.seed)
         llm = make_llm(args.model, backend=args.backend, base_url=args.base_url, dtype=args.dtype)
-    expert = make_llm(args.expert, backend=args.backend, dtype=args.dtype) if args.expert else None
+    expert = None
+    if args.expert:
+        from agents.rise.experts import make_expert
+
+        with _bad_arguments(args.parser):
+            options = {"backend": args.backend, "dtype": args.dtype}
+            expert = make_expert(args.expert, args.env, env_kwargs, **options)
     agent = RISEAgent(llm, resolve_model(args.model), config, training, expert=expert)
     try:
         agent.learn(args.env, env_kwargs)

@@ -307,6 +307,31 @@ def average_generated_tokens(records: Sequence[EpisodeRecord]) -> float:
     return _mean([sum(t.generated_tokens for t in r.turns) for r in records])
 
 
+def turn_transitions(records: Sequence[EpisodeRecord]) -> dict[str, int]:
+    """How often consecutive turns change correctness, over all episodes.
+
+    Args:
+        records: Episode records (ungradable episodes are left out).
+
+    Returns:
+        ``transitions`` (pairs of consecutive turns), ``right_to_wrong`` and
+        ``wrong_to_right`` counts.
+
+    Example:
+        >>> from rise_gym.records import TurnRecord
+        >>> turns = [TurnRecord(i + 1, "", None, c) for i, c in enumerate([False, True, False])]
+        >>> turn_transitions([EpisodeRecord("env", "p", 0, "1", "agent", 0, turns)])
+        {'transitions': 2, 'right_to_wrong': 1, 'wrong_to_right': 1}
+    """
+    counts = {"transitions": 0, "right_to_wrong": 0, "wrong_to_right": 0}
+    for record in _gradable(records):
+        for before, after in zip(record.turns, record.turns[1:]):
+            counts["transitions"] += 1
+            counts["right_to_wrong"] += before.correct and not after.correct
+            counts["wrong_to_right"] += after.correct and not before.correct
+    return counts
+
+
 def wilson_interval(successes: float, n: int, *, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval for a proportion of ``successes`` out of ``n``.
 

@@ -183,6 +183,12 @@ def test_train_runs_rise_and_prints_the_adapter(tmp_path, capsys, tiny_model_dir
         "2",
         "--num-samples",
         "2",
+        "--iterations",
+        "1",
+        "--improvement",
+        "expert",
+        "--expert",
+        "arithmetic",
         "--max-new-tokens",
         "8",
         "--max-steps",
@@ -192,7 +198,8 @@ def test_train_runs_rise_and_prints_the_adapter(tmp_path, capsys, tiny_model_dir
     )
     assert code == 0
     adapter = out.splitlines()[-1].removeprefix("adapter: ")
-    assert (tmp_path / "iteration-1" / "adapter").samefile(adapter)
+    assert (tmp_path / "iteration-1" / "model").samefile(adapter)
+    assert "The answer is" in (tmp_path / "iteration-1" / "states.jsonl").read_text()
 
 
 def test_the_module_runs_as_a_command_and_imports_no_torch_for_help():

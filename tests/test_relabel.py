@@ -1,4 +1,5 @@
-"""RISE relabelling: replayed states, best-of-N, the data filters, degrading rollouts."""
+"""RISE relabelling: replayed states, best-of-N, the data filters, de-duplication,
+degrading rollouts, and collection with and without the oracle stop."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from agents.rise.relabel import (
     pick_best,
     replay_states,
     select_actions,
+    training_actions,
 )
 from rise_gym.envs.arithmetic import ArithmeticEnv
 from rise_gym.records import EpisodeRecord, TurnRecord
@@ -26,14 +28,21 @@ def record_of(corrects: list[bool], responses: list[str] | None = None) -> Episo
     return EpisodeRecord("RISE-Arithmetic-v0", "p", 0, "3", "a", 0, turns)
 
 
-def state(on_policy: float, improved: float | None) -> VisitedState:
+def state(
+    on_policy: float,
+    improved: float | None,
+    previous: float | None = None,
+    question: str = "q",
+    responses: tuple[str, str] = ("mine", "better"),
+) -> VisitedState:
     return VisitedState(
         "p",
         0,
-        1,
-        [{"role": "user", "content": "q"}],
-        Candidate("mine", on_policy, "on_policy"),
-        None if improved is None else Candidate("better", improved, "improved"),
+        1 if previous is None else 2,
+        [{"role": "user", "content": question}],
+        Candidate(responses[0], on_policy, "on_policy"),
+        None if improved is None else Candidate(responses[1], improved, "improved"),
+        previous_reward=previous,
     )
 
 
@@ -64,9 +73,7 @@ def test_pick_best_prefers_a_correct_sample_and_falls_back_to_the_first():
     [
         ("all", 0.0, 1.0, ["mine", "better"]),
         ("all", 1.0, None, ["mine"]),
-        ("better", 0.0, 1.0, ["mine", "better"]),
-        ("better", 1.0, 1.0, ["mine"]),
-        ("better", 0.0, 0.0, ["mine"]),
+        ("all", 0.0, 0.0, ["mine", "better"]),
         ("best", 0.0, 1.0, ["better"]),
         ("best", 1.0, 1.0, ["mine"]),
         ("best", 0.0, 0.0, ["mine"]),
@@ -76,8 +83,56 @@ def test_pick_best_prefers_a_correct_sample_and_falls_back_to_the_first():
     ],
 )
 def test_each_filter_keeps_what_it_says(data_filter, on_policy, improved, kept):
-    chosen = select_actions(state(on_policy, improved), data_filter)
+    chosen = select_actions(state(on_policy, improved), data_filter, drop_unimproved=False)
     assert [c.response for c in chosen] == kept
+
+
+@pytest.mark.parametrize(
+    ("on_policy", "improved", "kept"),
+    [
+        (0.0, 1.0, ["mine", "better"]),  # a real improvement stays
+        (0.0, 0.0, ["mine"]),  # best-of-N found nothing correct: not an improvement
+        (1.0, 1.0, ["mine"]),  # already right: the relabelled copy adds nothing
+    ],
+)
+def test_an_unimproved_relabelled_action_is_dropped_by_default(on_policy, improved, kept):
+    chosen = select_actions(state(on_policy, improved), "all")
+    assert [c.response for c in chosen] == kept
+    assert RISEConfig().drop_unimproved
+
+
+@pytest.mark.parametrize(
+    ("previous", "on_policy", "improved", "kept"),
+    [
+        (None, 0.0, 1.0, ["mine", "better"]),  # turn 1: nothing before, everything kept
+        (None, 0.0, 0.0, ["mine", "better"]),
+        (0.0, 0.0, 1.0, ["better"]),  # after a wrong answer: only what beats it
+        (0.0, 1.0, None, ["mine"]),
+        (0.0, 0.0, 0.0, []),
+        (1.0, 1.0, 1.0, []),  # after a right answer nothing beats it
+        (1.0, 0.0, 1.0, []),
+    ],
+)
+def test_better_keeps_an_action_only_if_it_beats_the_previous_turn(
+    previous, on_policy, improved, kept
+):
+    chosen = select_actions(state(on_policy, improved, previous), "better", drop_unimproved=False)
+    assert [c.response for c in chosen] == kept
+
+
+def test_identical_state_action_pairs_are_trained_on_once():
+    repeated = [state(0.0, 1.0, previous=0.0) for _ in range(3)]  # the same wrong loop
+    same_text = state(1.0, 1.0, responses=("42", " 42\n"), question="r")
+    other = state(0.0, 1.0, question="another question")
+    pairs = training_actions([*repeated, same_text, other], "all", drop_unimproved=False)
+    kept = [(s.conversation[0]["content"], a.response) for s, a in pairs]
+    assert kept == [
+        ("q", "mine"),
+        ("q", "better"),
+        ("r", "42"),
+        ("another question", "mine"),
+        ("another question", "better"),
+    ]
 
 
 def test_unknown_filter_is_refused_with_the_valid_ones():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 
@@ -51,7 +52,7 @@ def test_reproduction_writes_every_row_and_gap_and_resumes(
     settings = tiny_settings(tiny_model_dir, run, iterations=2)
     first = run_reproduction(settings, progress=False)
 
-    results = json.loads((run / "results.json").read_text())
+    results = json.loads((run / "results-self.json").read_text())
     sequential = {"p1@t1", "p1@t2", "p1@t3", "m1@t1", "m1@t3"}
     parallel = {"m3@t1", "p3@t1"}
     expected = {
@@ -80,10 +81,15 @@ def test_reproduction_writes_every_row_and_gap_and_resumes(
             "m1@t3 - m3@t1": pytest.approx(sequential["m1@t3"] - parallel),
         }
     assert results["settings"]["output"] == str(run)
-    table = (run / "results.md").read_text()
+    table = (run / "results-self.md").read_text()
     assert "| RISE: parallel k=3 |" in table and "m1@t3 - m3@t1 =" in table
-    assert (run / "rise" / "iteration-2" / "model" / "adapter_config.json").exists()
-    assert (run / "eval" / "rise-iteration-2-parallel.jsonl").exists()
+    assert "RISE: self-distillation (best of 2 samples" in table
+    assert (run / "rise-self" / "iteration-2" / "model" / "adapter_config.json").exists()
+    assert (run / "eval" / "rise-self-iteration-2-parallel.jsonl").exists()
+    for row, counts in results["transitions"].items():  # 3 problems x 2 turn pairs
+        assert "parallel" not in row
+        assert counts["transitions"] == 3 * (1 if "self-refine" in row else 2)
+        assert counts["right_to_wrong"] + counts["wrong_to_right"] <= counts["transitions"]
 
     # a second run finds every step done: no episode is added, the figures are the same
     episodes = {path: path.read_bytes() for path in run.rglob("*.jsonl")}
@@ -91,6 +97,24 @@ def test_reproduction_writes_every_row_and_gap_and_resumes(
     second = run_reproduction(settings, progress=False)
     assert second.rows == first.rows
     assert {path: path.read_bytes() for path in run.rglob("*.jsonl")} == episodes
+
+
+def test_an_expert_run_in_the_same_folder_shares_the_base_and_boost_steps(
+    tiny_model_dir, tmp_path, torch_one_thread
+):
+    run = tmp_path / "run"
+    self_distilled = run_reproduction(tiny_settings(tiny_model_dir, run), progress=False)
+    shared = {path: path.stat().st_mtime_ns for path in (run / "eval").glob("base-*.jsonl")}
+    shared[run / "boost" / "eval.jsonl"] = (run / "boost" / "eval.jsonl").stat().st_mtime_ns
+    settings = replace(tiny_settings(tiny_model_dir, run), improvement="expert")
+    distilled = run_reproduction(settings, progress=False)
+    assert {path: path.stat().st_mtime_ns for path in shared} == shared  # reused, not redone
+    for row in ("base: sequential", "boost: sequential"):
+        assert distilled.rows[row] == self_distilled.rows[row]
+    table = (run / "results-expert-arithmetic.md").read_text()
+    assert "distillation from an oracle-quality expert (arithmetic)" in table
+    states = (run / "rise-expert-arithmetic" / "iteration-1" / "states.jsonl").read_text()
+    assert "The answer is \\\\boxed{" in states  # the expert's worked answers, JSON-escaped
 
 
 def test_bad_settings_fail_before_any_work(tmp_path):
@@ -118,13 +142,19 @@ def test_cpu_script_keeps_its_options_and_defaults():
         "difficulty": 4,
         "dtype": "bfloat16",
         "eval_problems": 300,
-        "train_problems": 128,
+        "train_problems": 64,
         "boost_problems": 200,
         "boost": True,
-        "iterations": 1,
-        "num_samples": 4,
+        "iterations": 2,
+        "improvement": "self",
+        "expert": "arithmetic",
+        "num_samples": 16,
+        "sample_temperature": 0.7,
         "rollout_temperature": 0.0,
+        "collect_stop_on_correct": False,
+        "data_shape": "all_turns",
         "data_filter": "all",
+        "drop_unimproved": True,
         "tau": 0.4,
         "history_window": 2,
         "max_new_tokens": 48,

@@ -11,6 +11,7 @@ from agents.llm import make_llm
 from agents.llm.base import SamplingParams
 from agents.rise import RISEAgent, RISEConfig, TrainingConfig
 from agents.rise.examples import WeightedExample, tokenize_example
+from agents.rise.experts import ArithmeticExpert
 
 ENV = "RISE-Arithmetic-v0"
 ENV_KWARGS = {"difficulty": 1, "size": 50}
@@ -106,3 +107,61 @@ def test_learn_runs_every_step_writes_every_artifact_and_resumes(
 def test_expert_improvement_needs_an_expert(tiny_model_dir, tmp_path):
     with pytest.raises(ValueError, match="expert=make_llm"):
         RISEAgent(None, tiny_model_dir, RISEConfig(improvement="expert"))  # type: ignore[arg-type]
+
+
+def collecting_agent(tmp_path, **overrides) -> RISEAgent:
+    """A RISE agent whose learner is the scripted arithmetic expert (always right)."""
+    settings = dict(boost=False, max_turns=3, train_problems=4, num_samples=2, max_new_tokens=64)
+    config = RISEConfig(output_dir=tmp_path / "run", **{**settings, **overrides})
+    return RISEAgent(ArithmeticExpert(), "unused-base-model", config)
+
+
+def test_collection_without_the_oracle_stop_visits_states_after_correct_answers(tmp_path):
+    states = collecting_agent(tmp_path)._collect(ENV, ENV_KWARGS, tmp_path / "a", seed=1)
+    assert sorted(s.turn for s in states) == [1] * 4 + [2] * 4 + [3] * 4
+    after_correct = [s for s in states if s.turn > 1]
+    assert all(s.previous_reward == 1.0 and s.on_policy.reward == 1.0 for s in after_correct)
+    # keeping the right answer is a correct action like any other: weight 1
+    examples = collecting_agent(tmp_path)._weighted_examples(after_correct)
+    assert examples and all(example.weight == 1.0 for example in examples)
+
+    oracle = collecting_agent(tmp_path, collect_stop_on_correct=True)
+    assert {s.turn for s in oracle._collect(ENV, ENV_KWARGS, tmp_path / "b", seed=1)} == {1}
+
+
+def test_second_turn_shape_relabels_only_the_state_after_the_first_answer(tmp_path):
+    agent = collecting_agent(tmp_path, data_shape="second_turn", max_turns=5)
+    states = agent._collect(ENV, ENV_KWARGS, tmp_path / "a", seed=1)
+    assert sorted(s.turn for s in states) == [1] * 4 + [2] * 4
+    assert all((s.improved is not None) == (s.turn == 2) for s in states)
+
+
+def test_iterations_roll_out_new_problems(tmp_path):
+    agent = collecting_agent(tmp_path)
+    first = agent._collect(ENV, ENV_KWARGS, tmp_path / "iteration-1", seed=1)
+    second = agent._collect(ENV, ENV_KWARGS, tmp_path / "iteration-2", seed=2)
+    assert {s.problem_id for s in first} != {s.problem_id for s in second}
+
+
+def test_learn_runs_ten_turns_and_two_iterations(tiny_model_dir, tmp_path, torch_one_thread):
+    config = RISEConfig(
+        iterations=2,
+        max_turns=10,
+        boost=False,
+        train_problems=2,
+        eval_problems=2,
+        num_samples=2,
+        max_new_tokens=3,
+        output_dir=tmp_path / "run",
+    )
+    training = TrainingConfig(max_steps=1, per_device_batch_size=4, max_seq_length=512)
+    llm = make_llm(str(tiny_model_dir))
+    agent = RISEAgent(
+        llm, tiny_model_dir, config, training, params=SamplingParams(max_new_tokens=3)
+    )
+    agent.learn(ENV, ENV_KWARGS)
+    for iteration in (1, 2):
+        folder = tmp_path / "run" / f"iteration-{iteration}"
+        episodes = [json.loads(line) for line in (folder / "eval.jsonl").read_text().splitlines()]
+        assert [len(episode["turns"]) for episode in episodes] == [10, 10]
+        assert "m1@t10" in json.loads((folder / "metrics.json").read_text())

@@ -4,6 +4,7 @@ LoRA training end to end, the saved adapter, and resuming (on conftest's tiny mo
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ from agents.rise.examples import (  # noqa: E402
     WeightedExample,
     tokenize_example,
 )
-from agents.rise.rwr import RWRTrainer, rwr_weight, weighted_nll  # noqa: E402
+from agents.rise.rwr import RWRTrainer, rwr_weight, sequence_nll  # noqa: E402
 from agents.rise.train import TrainingConfig, train_rwr  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -76,26 +77,28 @@ def trainer_for(model, tmp_path: Path, **overrides) -> RWRTrainer:
     return RWRTrainer(model=model, args=args)
 
 
-def hand_loss(model, batch: dict) -> torch.Tensor:
-    """sum_i w_i sum_t nll_it / sum_i w_i n_i from the full logits, position by position."""
+def hand_loss(model, batch: dict, examples_per_step: int) -> torch.Tensor:
+    """sum_i w_i mean_t nll_it / examples_per_step, from the full logits, token by token."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     log_probs = torch.log_softmax(logits.float(), dim=-1)
-    numerator, denominator = torch.tensor(0.0), torch.tensor(0.0)
+    total = torch.tensor(0.0)
     for row, weight in enumerate(batch["weights"]):
-        for position in range(1, batch["labels"].shape[1]):
-            token = int(batch["labels"][row, position])
-            if token != IGNORE_INDEX:
-                numerator = numerator - weight * log_probs[row, position - 1, token]
-                denominator = denominator + weight
-    return numerator / denominator
+        nlls = [
+            -log_probs[row, position - 1, int(token)]
+            for position, token in enumerate(batch["labels"][row])
+            if position > 0 and token != IGNORE_INDEX
+        ]
+        total = total + weight * torch.stack(nlls).mean()
+    return total / examples_per_step
 
 
 # ---- weights and examples ------------------------------------------------------------
 
 
-def test_rwr_weight_is_exp_reward_over_tau():
-    assert rwr_weight(0.0) == pytest.approx(1.0)
-    assert rwr_weight(1.0, tau=0.4) == pytest.approx(2.718281828**2.5)
+def test_rwr_weight_is_exp_reward_over_tau_with_a_correct_action_weighing_one():
+    assert rwr_weight(1.0) == pytest.approx(1.0)
+    assert rwr_weight(1.0, tau=0.4) / rwr_weight(0.0, tau=0.4) == pytest.approx(math.e**2.5)
+    assert rwr_weight(1.0, tau=0.4, baseline=0.0) == pytest.approx(math.e**2.5)
     with pytest.raises(ValueError, match="tau"):
         rwr_weight(1.0, tau=0.0)
 
@@ -173,17 +176,21 @@ def test_only_target_positions_affect_the_loss(tokenizer):
     torch.manual_seed(0)
     vocab = len(tokenizer)
     logits = torch.randn(*labels.shape, vocab)
-    loss = weighted_nll(logits, labels, weights)[0]
+
+    def loss_of(logits, labels):
+        return (weights * sequence_nll(logits, labels)).sum()
+
+    loss = loss_of(logits, labels)
     # Scrambling the logits that predict masked (prompt and padding) tokens changes nothing.
     predicts_masked = torch.cat([labels[:, 1:], labels[:, :1]], dim=1) == IGNORE_INDEX
     scrambled = logits.clone()
     scrambled[predicts_masked] = torch.randn(int(predicts_masked.sum()), vocab)
-    assert torch.equal(weighted_nll(scrambled, labels, weights)[0], loss)
+    assert torch.equal(loss_of(scrambled, labels), loss)
     # Changing one response token's label changes it.
     changed = labels.clone()
     row, position = 1, int((labels[1] != IGNORE_INDEX).nonzero()[0])
     changed[row, position] = (changed[row, position] + 1) % vocab
-    assert not torch.isclose(weighted_nll(logits, changed, weights)[0], loss)
+    assert not torch.isclose(loss_of(logits, changed), loss)
 
 
 # ---- the weighted loss ---------------------------------------------------------------
@@ -192,23 +199,75 @@ def test_only_target_positions_affect_the_loss(tokenizer):
 def test_compute_loss_matches_a_hand_computation(model, tokenizer, tmp_path):
     batch = batch_of(EXAMPLES[:3], tokenizer)
     assert len(set(batch["attention_mask"].sum(dim=1).tolist())) == 3
-    trainer = trainer_for(model, tmp_path)
-    expected = hand_loss(model, batch)
+    trainer = trainer_for(
+        model, tmp_path, per_device_train_batch_size=4, gradient_accumulation_steps=2
+    )
     with torch.no_grad():
-        assert trainer.compute_loss(model, batch).item() == pytest.approx(expected.item(), rel=1e-5)
-        # With a step-wide denominator the micro-batch contributes numerator / denominator.
-        denominator = torch.tensor(10.0)
-        numerator = expected * sum(
-            w * (labels[1:] != IGNORE_INDEX).sum()
-            for w, labels in zip(batch["weights"], batch["labels"])
+        model.train()  # training divides by the configured 4 x 2 examples per step
+        expected = hand_loss(model.eval(), batch, examples_per_step=8)
+        assert trainer.compute_loss(model.train(), batch).item() == pytest.approx(
+            expected.item(), rel=1e-5
         )
-        loss = trainer.compute_loss(model, batch, num_items_in_batch=denominator)
-        assert loss.item() == pytest.approx((numerator / denominator).item(), rel=1e-5)
-    # Equal weights give the standard causal-LM loss of transformers.
-    batch["weights"] = torch.full_like(batch["weights"], 7.0)
+        model.eval()  # evaluation divides by the batch's own 3 examples
+        expected = hand_loss(model, batch, examples_per_step=3)
+        assert trainer.compute_loss(model, batch).item() == pytest.approx(expected.item(), rel=1e-5)
+    # Weights of 1 give the mean over examples of each example's mean token NLL.
+    batch["weights"] = torch.ones_like(batch["weights"])
     with torch.no_grad():
-        standard = model(**{k: batch[k] for k in ("input_ids", "attention_mask", "labels")}).loss
-        assert trainer.compute_loss(model, batch).item() == pytest.approx(standard.item(), rel=1e-5)
+        per_example = [
+            model(
+                **{k: batch[k][i : i + 1] for k in ("input_ids", "attention_mask", "labels")}
+            ).loss.item()
+            for i in range(3)
+        ]
+        assert trainer.compute_loss(model, batch).item() == pytest.approx(
+            sum(per_example) / 3, rel=1e-5
+        )
+
+
+def example_gradient(trainer, model, batch: dict, row: int) -> torch.Tensor:
+    """The gradient of the training loss that comes from one row of the batch."""
+    only_row = dict(batch, weights=batch["weights"] * (torch.arange(len(batch["weights"])) == row))
+    model.zero_grad()
+    trainer.compute_loss(model, only_row).backward()
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+def test_an_examples_push_is_its_weight_whatever_shares_its_batch(model, tokenizer, tmp_path):
+    """Two examples push in the ratio of their weights, in any company (issue: a batch of
+    wrong answers must not push as hard as a batch of corrections)."""
+    trainer = trainer_for(model, tmp_path, per_device_train_batch_size=4)
+    model.train()
+    correction = WeightedExample(MULTI_TURN, "5", rwr_weight(1.0))
+    wrong = WeightedExample(MULTI_TURN, "6", rwr_weight(0.0))
+    companies = {
+        "alone": [],
+        "with wrong answers": [WeightedExample(user("1+1?"), "3", rwr_weight(0.0))] * 3,
+        "with corrections": [WeightedExample(user("1+1?"), "2", rwr_weight(1.0))] * 3,
+    }
+    pushes = {}
+    for company, others in companies.items():
+        batch = batch_of([correction, wrong, *others], tokenizer)
+        pushes[company] = (
+            example_gradient(trainer, model, batch, 0),
+            example_gradient(trainer, model, batch, 1),
+        )
+    reference_correction, reference_wrong = pushes["alone"]
+    for correction_push, wrong_push in pushes.values():
+        torch.testing.assert_close(correction_push, reference_correction, rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(wrong_push, reference_wrong, rtol=1e-4, atol=1e-7)
+    # the same example with the two weights: the pushes are in the ratio of the weights
+    batch = batch_of([correction, WeightedExample(MULTI_TURN, "5", rwr_weight(0.0))], tokenizer)
+    high, low = (example_gradient(trainer, model, batch, row) for row in (0, 1))
+    scale = float(high.abs().max())
+    torch.testing.assert_close(high, low * math.exp(1 / 0.4), rtol=1e-4, atol=1e-5 * scale)
+    # a batch of wrong answers pushes 12.2 times less than the same batch of corrections
+    losses = []
+    for weight in (rwr_weight(0.0), rwr_weight(1.0)):
+        batch = batch_of([WeightedExample(user("1+1?"), "2", weight)] * 4, tokenizer)
+        with torch.no_grad():
+            losses.append(trainer.compute_loss(model, batch).item())
+    assert losses[1] / losses[0] == pytest.approx(math.exp(1 / 0.4), rel=1e-4)
 
 
 def updated_weights(
@@ -236,7 +295,7 @@ def updated_weights(
 
 
 def test_gradient_accumulation_matches_one_large_batch(tiny_model_dir, tokenizer, model, tmp_path):
-    expected_loss = hand_loss(model, batch_of(EXAMPLES, tokenizer)).item()
+    expected_loss = hand_loss(model, batch_of(EXAMPLES, tokenizer), examples_per_step=4).item()
     reference_loss, reference = updated_weights(tiny_model_dir, tokenizer, tmp_path, 4, 1)
     assert reference_loss == pytest.approx(expected_loss, rel=1e-5)
     for batch_size, accumulation in [(2, 2), (1, 4)]:
@@ -264,8 +323,8 @@ def mean_logprob(model, tokenizer, examples) -> float:
         for example in examples:
             batch = batch_of([example], tokenizer)
             logits = model(input_ids=batch["input_ids"]).logits
-            numerator, _ = weighted_nll(logits, batch["labels"], torch.ones(1))
-            totals.append(-numerator.item())
+            nll = sequence_nll(logits, batch["labels"])[0]
+            totals.append(-nll.item() * int((batch["labels"][0] != IGNORE_INDEX).sum()))
     return sum(totals) / len(totals)
 
 

@@ -23,7 +23,7 @@ from agents.rise.relabel import (
     degrades,
     pick_best,
     replay_states,
-    select_actions,
+    training_actions,
 )
 from agents.rise.rwr import rwr_weight
 from agents.rise.train import TrainingConfig, train_rwr
@@ -45,7 +45,9 @@ class RISEAgent(SequentialRetry):
     resumes from the last finished step.
 
     Training data is aggregated: every iteration trains a fresh adapter from the base
-    model on the boost examples and on the examples of all iterations so far.
+    model on the boost examples and on the examples of all iterations so far (each
+    identical state-action pair once). Iteration ``i`` rolls out with seed
+    ``config.seed + i``, so each iteration draws its own sample of training problems.
     """
 
     name = "rise"
@@ -102,16 +104,17 @@ class RISEAgent(SequentialRetry):
             The agent itself, now answering with the last iteration's adapter.
         """
         env_kwargs = dict(env_kwargs or {})
-        examples: list[WeightedExample] = []
+        boost_examples: list[WeightedExample] = []
         if self.config.boost:
-            examples += self._boost_examples(env_id, env_kwargs)
-            self._train(examples, self.config.output_dir / "boost")
-            self._evaluate(env_id, env_kwargs, self.config.output_dir / "boost")
+            boost_dir = self.config.boost_dir or self.config.output_dir / "boost"
+            boost_examples = self._boost_examples(env_id, env_kwargs)
+            self._train(boost_examples, boost_dir)
+            self._evaluate(env_id, env_kwargs, boost_dir)
+        states: list[VisitedState] = []
         for iteration in range(1, self.config.iterations + 1):
             folder = self.config.output_dir / f"iteration-{iteration}"
-            states = self._collect(env_id, env_kwargs, folder)
-            examples += self._weighted_examples(states)
-            self._train(examples, folder)
+            states += self._collect(env_id, env_kwargs, folder, seed=self.config.seed + iteration)
+            self._train(boost_examples + self._weighted_examples(states), folder)
             self._evaluate(env_id, env_kwargs, folder)
         return self
 
@@ -133,19 +136,29 @@ class RISEAgent(SequentialRetry):
             )
         return examples
 
-    def _collect(self, env_id: str, env_kwargs: dict[str, Any], folder: Path) -> list[VisitedState]:
-        """On-policy rollouts on the train split, then an improved action at every state."""
+    def _collect(
+        self, env_id: str, env_kwargs: dict[str, Any], folder: Path, seed: int
+    ) -> list[VisitedState]:
+        """On-policy rollouts on the train split, then improved actions where wanted.
+
+        ``all_turns`` relabels every visited state, ``second_turn`` only turn 2.
+        """
         states_file = folder / "states.jsonl"
         if states_file.exists():
             return [
                 _state_from_dict(json.loads(line)) for line in states_file.read_text().splitlines()
             ]
-        env_kwargs = {**env_kwargs, "split": "train", "history_window": self.config.history_window}
+        second_turn = self.config.data_shape == "second_turn"
+        env_kwargs = {
+            **env_kwargs,
+            "split": "train",
+            "history_window": self.config.history_window,
+            "max_turns": 2 if second_turn else self.config.max_turns,
+            "stop_on_correct": self.config.collect_stop_on_correct,
+        }
         learner = SequentialRetry(
             self.llm,
-            replace(
-                self.params, temperature=self.config.rollout_temperature, seed=self.config.seed
-            ),
+            replace(self.params, temperature=self.config.rollout_temperature, seed=seed),
             adapter=self.adapter,
             name=f"{self.name}-collect",
         )
@@ -153,43 +166,60 @@ class RISEAgent(SequentialRetry):
             env_id,
             learner,
             num_episodes=self.config.train_problems,
-            seed=self.config.seed,
-            env_kwargs={**env_kwargs, "max_turns": self.config.max_turns, "stop_on_correct": True},
+            seed=seed,
+            env_kwargs=env_kwargs,
             output=folder / "rollouts.jsonl",
             shuffle=True,
         )
         env = self._env(env_id, env_kwargs, split="train")
         kept = [r for r in records if not (self.config.drop_degrading and degrades(r))]
         states = [state for record in kept for state in replay_states(env, record)]
-        self._relabel(states, env)
+        self._relabel([s for s in states if not second_turn or s.turn == 2], env, seed)
         folder.mkdir(parents=True, exist_ok=True)
         partial = states_file.with_suffix(".partial")
         partial.write_text("".join(json.dumps(asdict(state)) + "\n" for state in states))
         partial.replace(states_file)
+        logger.info("%s: %s", folder, _relabel_summary(states))
         return states
 
-    def _relabel(self, states: Sequence[VisitedState], env: MultiTurnEnv) -> None:
-        """Draw ``num_samples`` actions at every state (one batched call) and keep the best."""
+    def _relabel(self, states: Sequence[VisitedState], env: MultiTurnEnv, seed: int) -> None:
+        """Draw ``num_samples`` actions at every distinct state and keep the best.
+
+        One batched call; states repeated verbatim (a model repeating its answer) share
+        one draw.
+        """
+        groups: dict[str, list[VisitedState]] = {}
+        for state in states:
+            groups.setdefault(json.dumps(state.conversation, sort_keys=True), []).append(state)
+        if not groups:
+            return
         improver = self.expert or self.llm
         params = replace(
             self.params,
             n=self.config.num_samples,
             temperature=self.config.sample_temperature,
-            seed=self.config.seed,
+            seed=seed,
         )
         adapter = None if self.expert else self.adapter
-        generations = improver.generate([s.conversation for s in states], params, adapter=adapter)
-        for state, generation in zip(states, generations):
-            problem = env.problems[state.index]
-            state.improved = pick_best(generation.texts, partial(env.grade, problem=problem))
+        distinct = [group[0].conversation for group in groups.values()]
+        generations = improver.generate(distinct, params, adapter=adapter)
+        for group, generation in zip(groups.values(), generations):
+            problem = env.problems[group[0].index]
+            best = pick_best(generation.texts, partial(env.grade, problem=problem))
+            for state in group:
+                state.improved = best
 
     def _weighted_examples(self, states: Sequence[VisitedState]) -> list[WeightedExample]:
-        """The actions the data filter keeps, each weighted by ``exp(reward / tau)``."""
+        """The actions the data filter keeps, once each, weighted by ``exp(reward / tau)``."""
         tau = self.config.tau
+        pairs = training_actions(
+            states,
+            self.config.data_filter,  # type: ignore[arg-type]
+            self.config.drop_unimproved,
+        )
         return [
             WeightedExample(state.conversation, action.response, rwr_weight(action.reward, tau))
-            for state in states
-            for action in select_actions(state, self.config.data_filter)  # type: ignore[arg-type]
+            for state, action in pairs
         ]
 
     def _train(self, examples: list[WeightedExample], folder: Path) -> None:
@@ -227,9 +257,24 @@ class RISEAgent(SequentialRetry):
 
     @staticmethod
     def _env(env_id: str, env_kwargs: dict[str, Any], split: str) -> MultiTurnEnv:
+        """The unwrapped environment of ``split``, with the episode options given."""
         env = gym.make(env_id, **{**env_kwargs, "split": split}).unwrapped
         assert isinstance(env, MultiTurnEnv)
         return env
+
+
+def _relabel_summary(states: Sequence[VisitedState]) -> str:
+    """Counts a reader of the log needs: states, after-correct states, improvements found."""
+    after_correct = sum(state.previous_reward == 1.0 for state in states)
+    relabelled = [state for state in states if state.improved is not None]
+    improved = sum(
+        state.improved is not None and state.improved.reward > state.on_policy.reward
+        for state in relabelled
+    )
+    return (
+        f"{len(states)} states ({after_correct} after a correct answer), {len(relabelled)} "
+        f"relabelled, a better action found at {improved}"
+    )
 
 
 def _state_from_dict(data: dict[str, Any]) -> VisitedState:

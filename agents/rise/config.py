@@ -7,6 +7,9 @@ from pathlib import Path
 
 from agents.rise.relabel import DATA_FILTERS
 
+DATA_SHAPES = ("all_turns", "second_turn")
+"""Which visited states are relabelled (see `RISEConfig.data_shape`)."""
+
 
 def _help(text: str) -> dict[str, str]:
     return {"help": text}
@@ -16,7 +19,12 @@ def _help(text: str) -> dict[str, str]:
 class RISEConfig:
     """How RISE collects data, relabels it and trains (see ../RISE.md)."""
 
-    iterations: int = field(default=1, metadata=_help("RISE iterations after the boost phase."))
+    iterations: int = field(
+        default=2,
+        metadata=_help(
+            "RISE iterations after the boost phase; each rolls out a new sample of problems."
+        ),
+    )
     max_turns: int = field(default=5, metadata=_help("Turns per on-policy rollout."))
     history_window: int | None = field(
         default=2, metadata=_help("Earlier attempts kept in each state (None keeps all).")
@@ -32,13 +40,13 @@ class RISEConfig:
         metadata=_help("'self': best of num_samples learner samples; 'expert': an expert LLM."),
     )
     num_samples: int = field(
-        default=8, metadata=_help("Samples drawn at each state to find an improved action.")
+        default=16, metadata=_help("Samples drawn at each state to find an improved action.")
     )
     rollout_temperature: float = field(
         default=0.0, metadata=_help("Temperature of the on-policy rollouts (0 = greedy).")
     )
     sample_temperature: float = field(
-        default=1.0, metadata=_help("Temperature of the relabelling samples.")
+        default=0.7, metadata=_help("Temperature of the relabelling samples.")
     )
     max_new_tokens: int = field(default=256, metadata=_help("Tokens generated per response."))
     tau: float = field(default=0.4, metadata=_help("RWR temperature: weight = exp(r / tau)."))
@@ -49,12 +57,42 @@ class RISEConfig:
         default=True,
         metadata=_help("Drop rollouts in which a later turn is worse than an earlier one."),
     )
+    drop_unimproved: bool = field(
+        default=True,
+        metadata=_help(
+            "Drop a relabelled action whose reward does not beat the on-policy action's "
+            "(a best-of-N search that found nothing better is not an improvement)."
+        ),
+    )
+    collect_stop_on_correct: bool = field(
+        default=False,
+        metadata=_help(
+            "Stop collection rollouts at the first correct answer (an oracle). Off, states "
+            "after correct answers are collected too, so the model learns to keep a right "
+            "answer when told to try again, as m1@tk evaluation asks of it."
+        ),
+    )
+    data_shape: str = field(
+        default="all_turns",
+        metadata=_help(
+            "'all_turns': relabel every state of max_turns-turn rollouts; 'second_turn' "
+            "(the reference code's): roll out two turns and relabel only the state after "
+            "the first answer."
+        ),
+    )
     boost: bool = field(
         default=True,
         metadata=_help("Start with SFT on reference solutions of the training split."),
     )
     boost_problems: int = field(
         default=512, metadata=_help("Reference solutions used by the boost phase.")
+    )
+    boost_dir: Path | None = field(
+        default=None,
+        metadata=_help(
+            "Folder of the boost phase's adapter and evaluation (none: output_dir/boost); "
+            "runs that start from the same boost can share it."
+        ),
     )
     seed: int = field(default=0, metadata=_help("Seed of rollouts, sampling and training."))
     output_dir: Path = field(
@@ -64,6 +102,8 @@ class RISEConfig:
 
     def __post_init__(self) -> None:
         self.output_dir = Path(self.output_dir)
+        if self.boost_dir is not None:
+            self.boost_dir = Path(self.boost_dir)
         positive = {
             "iterations": self.iterations,
             "max_turns": self.max_turns,
@@ -86,6 +126,12 @@ class RISEConfig:
             raise ValueError(
                 f"data_filter must be one of {list(DATA_FILTERS)}, got {self.data_filter!r}"
             )
+        if self.data_shape not in DATA_SHAPES:
+            raise ValueError(
+                f"data_shape must be one of {list(DATA_SHAPES)}, got {self.data_shape!r}"
+            )
+        if self.data_shape == "second_turn" and self.max_turns < 2:
+            raise ValueError("data_shape='second_turn' needs max_turns >= 2")
         if self.tau <= 0:
             raise ValueError(f"tau must be > 0 (the paper uses 0.4), got {self.tau}")
         if self.sample_temperature <= 0 and self.num_samples > 1:

@@ -2,18 +2,22 @@
 
 `run_reproduction` evaluates the untrained model three ways at equal compute (sequential
 retry over k turns, parallel sampling of k answers, self-refine within k calls), trains
-it with RISE (`RISEAgent.learn`: boost, then iterations of self-distillation), evaluates
-the trained model sequentially and in parallel, and writes the table with the gaps
-m1@tk - m1@t1 (does the model improve over turns?) and m1@tk - mk@t1 (do turns beat
-parallel samples?). ``benchmarks/reproduce_cpu.py`` and
-``benchmarks/reproduce_gsm8k_gpu.py`` are thin command-line wrappers.
+it with RISE (`RISEAgent.learn`: boost, then iterations of self-distillation or of
+distillation from an expert), evaluates the trained model sequentially and in parallel,
+and writes the table with the gaps m1@tk - m1@t1 (does the model improve over turns?)
+and m1@tk - mk@t1 (do turns beat parallel samples?), and the right-to-wrong and
+wrong-to-right transitions between consecutive turns. ``benchmarks/reproduce_cpu.py``
+and ``benchmarks/reproduce_gsm8k_gpu.py`` are thin command-line wrappers.
 
-Every step writes under ``settings.output`` and a re-run resumes from it::
+Every step writes under ``settings.output`` and a re-run resumes from it. Runs of several
+RISE configurations (``--improvement self`` and ``--improvement expert``, say) into the
+same folder share the untrained evaluations and the boost phase::
 
     eval/base-sequential.jsonl, base-parallel.jsonl, base-self-refine.jsonl
-    rise/ (rise-no-boost/ without boost)    RISEAgent.learn: boost/, iteration-N/
-    eval/rise-iteration-N-parallel.jsonl    parallel sampling with the last iteration's model
-    results.md, results.json                the table, the gaps and the settings
+    boost/                                 the boost phase (adapter, held-out episodes)
+    rise-RUN/iteration-N/                  RISEAgent.learn's iterations, RUN = run_name
+    eval/rise-RUN-iteration-N-parallel.jsonl   parallel sampling with the last iteration
+    results-RUN.md, results-RUN.json       the table, the gaps and the settings
 """
 
 from __future__ import annotations
@@ -34,11 +38,12 @@ from agents.llm.base import LLM, SamplingParams
 from agents.llm.default_model import DEFAULT_MODEL, resolve_model
 from agents.llm.factory import DTYPES, make_llm
 from agents.rise.agent import RISEAgent
-from agents.rise.config import RISEConfig
+from agents.rise.config import DATA_SHAPES, RISEConfig
+from agents.rise.experts import make_expert
 from agents.rise.relabel import DATA_FILTERS
 from agents.rise.train import TrainingConfig, bf16_for_dtype
 from rise_gym.errors import RiseGymError
-from rise_gym.metrics import Estimate
+from rise_gym.metrics import Estimate, turn_transitions
 
 BACKENDS = ("transformers", "vllm")
 """The back ends a reproduction can train with (both serve the trained adapters)."""
@@ -94,13 +99,23 @@ class ReproductionSettings:
     boost_problems: int = field(
         default=512, metadata=_help("Reference solutions the boost phase trains on.")
     )
-    iterations: int = field(default=1, metadata=_help("RISE iterations after the boost phase."))
+    iterations: int = _as_in_rise_config("iterations")
     max_turns: int = field(
         default=5, metadata=_help("Turns k; parallel sampling draws k answers (equal compute).")
     )
-    num_samples: int = field(
-        default=8, metadata=_help("Samples drawn at each visited state to find a better action.")
+    improvement: str = _as_in_rise_config("improvement", choices=("self", "expert"))
+    expert: str = field(
+        default="arithmetic",
+        metadata=_help(
+            "The expert of improvement=expert: 'arithmetic' (scripted recomputation, "
+            "RISE-Arithmetic), 'reference' (each problem's reference solution) or a model."
+        ),
     )
+    num_samples: int = _as_in_rise_config("num_samples")
+    sample_temperature: float = _as_in_rise_config("sample_temperature")
+    collect_stop_on_correct: bool = _as_in_rise_config("collect_stop_on_correct")
+    data_shape: str = _as_in_rise_config("data_shape", choices=DATA_SHAPES)
+    drop_unimproved: bool = _as_in_rise_config("drop_unimproved")
     history_window: int | None = field(
         default=2, metadata=_help("Earlier attempts kept in each prompt (none: all).")
     )
@@ -155,15 +170,33 @@ class ReproductionSettings:
         self.rise_config()
         self.training_config()
 
+    @property
+    def run_name(self) -> str:
+        """The RISE configuration's name in file names: ``self`` or ``expert-NAME``."""
+        name = "self" if self.improvement == "self" else f"expert-{Path(self.expert).name}"
+        return name if self.boost else f"{name}-no-boost"
+
+    @property
+    def improvement_label(self) -> str:
+        """How the improved actions were obtained, as the table says it."""
+        if self.improvement == "self":
+            return f"self-distillation (best of {self.num_samples} samples of the learner)"
+        return f"distillation from an oracle-quality expert ({self.expert})"
+
     def rise_config(self) -> RISEConfig:
-        """The `RISEConfig` of the RISE run, written under ``output/rise[-no-boost]``."""
+        """The `RISEConfig` of the RISE run, written under ``output/rise-RUN``."""
         return RISEConfig(
             iterations=self.iterations,
             max_turns=self.max_turns,
             history_window=self.history_window,
             train_problems=self.train_problems,
             eval_problems=self.eval_problems,
+            improvement=self.improvement,
             num_samples=self.num_samples,
+            sample_temperature=self.sample_temperature,
+            collect_stop_on_correct=self.collect_stop_on_correct,
+            data_shape=self.data_shape,
+            drop_unimproved=self.drop_unimproved,
             rollout_temperature=self.rollout_temperature,
             data_filter=self.data_filter,
             tau=self.tau,
@@ -171,7 +204,8 @@ class ReproductionSettings:
             boost=self.boost,
             boost_problems=self.boost_problems,
             seed=self.seed,
-            output_dir=self.output / ("rise" if self.boost else "rise-no-boost"),
+            output_dir=self.output / f"rise-{self.run_name}",
+            boost_dir=self.output / "boost",
         )
 
     def training_config(self) -> TrainingConfig:
@@ -198,11 +232,14 @@ class Reproduction:
             boosted model RISE starts from; LoRA runs with boost only),
             ``"RISE iteration 1: sequential"`` (every iteration before the last), ...,
             ``"RISE: parallel k=5"`` (the last iteration's model).
+        transitions: For every sequential row, the consecutive-turn pairs in which a
+            right answer turns wrong and a wrong one right (`turn_transitions`).
         minutes: Wall-clock minutes of the call that produced them.
     """
 
     settings: ReproductionSettings
     rows: dict[str, dict[str, Estimate]]
+    transitions: dict[str, dict[str, int]]
     minutes: float
 
     @property
@@ -224,13 +261,21 @@ class Reproduction:
         return gaps
 
     def to_markdown(self) -> str:
-        """The table (percentages with 95% intervals), the gaps in points and the setting."""
+        """The table (percentages with 95% intervals, transitions), the gaps and the setting."""
+        columns = [*self.columns, "right→wrong", "wrong→right"]
         lines = [
-            "| agent | " + " | ".join(self.columns) + " |",
-            "|" + "---|" * (len(self.columns) + 1),
+            f"RISE: {self.settings.improvement_label}\n",
+            "| agent | " + " | ".join(columns) + " |",
+            "|" + "---|" * (len(columns) + 1),
         ]
         for name, figures in self.rows.items():
             cells = [str(figures[c]) if c in figures else "" for c in self.columns]
+            counts = self.transitions.get(name)
+            if counts:
+                total = counts["transitions"]
+                cells += [f"{counts[key]}/{total}" for key in ("right_to_wrong", "wrong_to_right")]
+            else:
+                cells += ["", ""]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         for model, gaps in self.gaps().items():
             points = "; ".join(f"{gap} = {100 * value:+.1f} points" for gap, value in gaps.items())
@@ -244,7 +289,7 @@ class Reproduction:
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
-        """Rows (each metric's value, interval and n), gaps, settings and minutes.
+        """Rows (each metric's value, interval and n), transitions, gaps, settings, minutes.
 
         Paths in the settings stay `Path` objects; `write` saves them as strings.
         """
@@ -252,16 +297,19 @@ class Reproduction:
             "rows": {
                 name: {k: asdict(v) for k, v in row.items()} for name, row in self.rows.items()
             },
+            "transitions": self.transitions,
             "gaps": self.gaps(),
+            "improvement": self.settings.improvement_label,
             "settings": asdict(self.settings),
             "minutes": self.minutes,
         }
 
     def write(self, folder: Path) -> None:
-        """Write ``results.md`` and ``results.json`` into ``folder``."""
+        """Write ``results-RUN.md`` and ``results-RUN.json`` into ``folder``."""
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "results.md").write_text(self.to_markdown() + "\n")
-        (folder / "results.json").write_text(
+        stem = f"results-{self.settings.run_name}"
+        (folder / f"{stem}.md").write_text(self.to_markdown() + "\n")
+        (folder / f"{stem}.json").write_text(
             json.dumps(self.to_json(), indent=2, default=str) + "\n"
         )
 
@@ -299,26 +347,36 @@ def run_reproduction(
         progress: Show progress bars.
 
     Returns:
-        The figures, also written to ``settings.output`` as results.md and results.json.
+        The figures, also written to ``settings.output`` as results-RUN.md and
+        results-RUN.json (RUN: ``settings.run_name``).
     """
     started = time.perf_counter()
     k = settings.max_turns
     greedy = SamplingParams(max_new_tokens=settings.max_new_tokens)
     sampled = replace(greedy, temperature=PARALLEL_TEMPERATURE, seed=settings.seed)
     config = settings.rise_config()
+    expert = None
+    if settings.improvement == "expert":
+        expert = make_expert(
+            settings.expert, settings.env_id, settings.env_kwargs, dtype=settings.dtype
+        )
     rise = RISEAgent(
         llm or build_llm(settings),
         resolve_model(settings.model),
         config,
         settings.training_config(),
         params=greedy,
+        expert=expert,
         load_model=lambda folder: build_llm(replace(settings, model=folder)),
     )
 
+    rows: dict[str, dict[str, Estimate]] = {}
+    transitions: dict[str, dict[str, int]] = {}
+
     def score(
-        agent: Agent, name: str, turns: int = k, records: Path | None = None
-    ) -> dict[str, Estimate]:
-        return evaluate(
+        row: str, agent: Agent, name: str, turns: int = k, records: Path | None = None
+    ) -> None:
+        evaluation = evaluate(
             settings.env_id,
             agent,
             num_problems=settings.eval_problems,
@@ -331,46 +389,56 @@ def run_reproduction(
             },
             output=records or settings.output / "eval" / f"{name}.jsonl",
             progress=progress,
-        ).metrics
+        )
+        rows[row] = evaluation.metrics
+        transitions[row] = turn_transitions(evaluation.records)
 
-    def score_parallel(adapter: str | None, name: str) -> dict[str, Estimate]:
+    def score_parallel(row: str, adapter: str | None, name: str) -> None:
+        score(row, ParallelSampling(rise.llm, k, sampled, adapter=adapter), name)
         # only mk@t1 and pk@t1: its p1@t1 and m1@t1 would restate the vote of k samples
-        figures = score(ParallelSampling(rise.llm, k, sampled, adapter=adapter), name)
-        return {column: figures[column] for column in (f"m{k}@t1", f"p{k}@t1")}
+        rows[row] = {column: rows[row][column] for column in (f"m{k}@t1", f"p{k}@t1")}
+        del transitions[row]
 
     refine_turns = (k + 1) // 2  # 1 + 2 (turns - 1) calls: the most turns within k calls
-    rows: dict[str, dict[str, Estimate]] = {}
     try:
         base = rise.llm
-        rows["base: sequential"] = score(SequentialRetry(base, greedy), "base-sequential")
-        rows[f"base: parallel k={k}"] = score_parallel(None, "base-parallel")
-        rows[f"base: self-refine ({refine_turns} turns)"] = score(
-            SelfRefine(base, greedy), "base-self-refine", turns=refine_turns
+        score("base: sequential", SequentialRetry(base, greedy), "base-sequential")
+        score_parallel(f"base: parallel k={k}", None, "base-parallel")
+        score(
+            f"base: self-refine ({refine_turns} turns)",
+            SelfRefine(base, greedy),
+            "base-self-refine",
+            turns=refine_turns,
         )
         rise.learn(settings.env_id, settings.env_kwargs)
         if settings.boost and not settings.full_finetune:  # the model RISE starts from
-            boosted = config.output_dir / "boost"
+            boosted = settings.output / "boost"
             adapter = str(boosted / "model")
-            rows["boost: sequential"] = score(  # learn evaluated it
+            score(  # learn evaluated it
+                "boost: sequential",
                 SequentialRetry(rise.llm, greedy, adapter=adapter, name=rise.name),
                 "boost",
                 records=boosted / "eval.jsonl",
             )
-            rows[f"boost: parallel k={k}"] = score_parallel(
-                adapter, f"{config.output_dir.name}-boost-parallel"
-            )
+            score_parallel(f"boost: parallel k={k}", adapter, "boost-parallel")
         for iteration in range(1, config.iterations):  # learn evaluated every iteration
-            rows[f"RISE iteration {iteration}: sequential"] = score(
-                rise, "rise-sequential", records=_iteration_eval(config, iteration)
+            score(
+                f"RISE iteration {iteration}: sequential",
+                rise,
+                "rise-sequential",
+                records=_iteration_eval(config, iteration),
             )
         last = _iteration_eval(config, config.iterations)
-        rows["RISE: sequential"] = score(rise, "rise-sequential", records=last)
-        rows[f"RISE: parallel k={k}"] = score_parallel(
-            rise.adapter, f"{config.output_dir.name}-iteration-{config.iterations}-parallel"
+        score("RISE: sequential", rise, "rise-sequential", records=last)
+        score_parallel(
+            f"RISE: parallel k={k}",
+            rise.adapter,
+            f"{config.output_dir.name}-iteration-{config.iterations}-parallel",
         )
     finally:
         rise.llm.close()  # the base model's back end, or the trained model's (full fine-tuning)
-    reproduction = Reproduction(settings, rows, (time.perf_counter() - started) / 60)
+    minutes = (time.perf_counter() - started) / 60
+    reproduction = Reproduction(settings, rows, transitions, minutes)
     reproduction.write(settings.output)
     return reproduction
 

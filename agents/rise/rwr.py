@@ -1,30 +1,35 @@
 """Reward-weighted regression (RWR): the weighted loss and a `transformers.Trainer` for it.
 
-RWR maximises ``sum_i w_i * log pi(a_i | s_i)`` with ``w_i = exp(r_i / tau)``, where
-``log pi(a | s)`` sums the log-probabilities of the target tokens of ``a``. The loss of
-one optimizer step is the weighted mean negative log-likelihood over target tokens::
+RWR maximises ``sum_i w_i * log pi(a_i | s_i)`` with ``w_i = exp(r_i / tau)``. As in the
+RISE reference code, each example contributes its weight times the mean negative
+log-likelihood of its target tokens, and the loss of one optimizer step divides the
+sum of these contributions by a constant, the step's configured number of examples::
 
-    loss = sum_i w_i * sum_{t in target_i} nll_it  /  sum_i w_i * len(target_i)
+    loss = sum_i w_i * mean_{t in target_i} nll_it  /  (per_device_batch_size
+           x gradient_accumulation_steps x processes)
 
-with both sums over every example of the step: all gradient-accumulation micro-batches
-and all data-parallel processes. Hence:
+The denominator never depends on the weights (or lengths) of the examples that happen
+to share a step. Hence:
 
-* its gradient is the RWR objective's gradient on the step's examples, divided by a
-  positive constant (longer responses count in proportion to their length, as in
-  ``log pi(a | s)``);
-* equal weights give exactly the standard token-mean causal-LM loss of transformers, so
-  learning rates tuned for SFT carry over;
-* scaling all weights changes nothing: only ratios ``exp((r_i - r_j) / tau)`` matter;
-* splitting a step into micro-batches or devices changes nothing: the trainer computes
-  the denominator over the whole step before the first micro-batch
-  (`RWRTrainer.get_batch_samples`), each micro-batch contributes its numerator over
-  that shared denominator, and the trainer does not divide by the accumulation steps.
+* an example pushes the model with a force proportional to its weight, whatever else
+  shares its batch: a batch of wrong answers (weight ``exp(0)``) pushes 12.2 times less
+  than a batch of corrections (``exp(1 / 0.4)``), and length-grouped batches of
+  mostly-wrong later-turn states cannot undo the weighting. (Dividing by the step's
+  sum of weights, as transformers' token mean would, makes every step push equally.)
+* splitting a step into micro-batches or devices changes nothing: every micro-batch
+  divides by the configured micro-batch size times the accumulation steps, and
+  data-parallel training averages over processes; a short last step (fewer examples or
+  fewer micro-batches) simply has fewer terms, it is not scaled up;
+* equal weights of 1 give the mean over examples of each example's mean token NLL, a
+  standard SFT loss (each response counts once, whatever its length);
+* scaling all weights scales the loss: `rwr_weight` subtracts a baseline reward so a
+  correct action weighs 1, which keeps the loss and its gradient norm (clipping) on the
+  scale of SFT; only the ratios ``exp((r_i - r_j) / tau)`` are the method.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -35,53 +40,46 @@ from transformers import Trainer
 from agents.rise.examples import IGNORE_INDEX
 
 
-def rwr_weight(reward: float, tau: float = 0.4) -> float:
-    """The RWR weight ``exp(reward / tau)`` of an action with this reward.
+def rwr_weight(reward: float, tau: float = 0.4, baseline: float = 1.0) -> float:
+    """The RWR weight ``exp((reward - baseline) / tau)`` of an action with this reward.
+
+    This is the paper's ``exp(reward / tau)`` times the constant ``exp(-baseline / tau)``:
+    the same ratios between actions, with a correct action (reward 1) weighing 1.
 
     Args:
         reward: The action's reward (1.0 correct, 0.0 wrong in rise-gym).
         tau: The temperature; smaller values favour high rewards more sharply.
+        baseline: The reward whose weight is 1.
 
     Returns:
         The weight, > 0.
 
     Example:
-        >>> round(rwr_weight(1.0) / rwr_weight(0.0), 2)
-        12.18
+        >>> rwr_weight(1.0), round(rwr_weight(1.0) / rwr_weight(0.0), 2)
+        (1.0, 12.18)
     """
     if tau <= 0:
         raise ValueError(f"tau must be > 0, got {tau}; the RISE reference code uses 0.4")
-    return math.exp(reward / tau)
+    return math.exp((reward - baseline) / tau)
 
 
-def weighted_nll(
-    logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The numerator and denominator of the RWR loss on one batch.
+def sequence_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each sequence's mean negative log-likelihood over its target tokens.
 
     Args:
         logits: ``(batch, kept, vocab)`` logits of the last ``kept`` positions of the
             sequences (``kept`` may be the full length).
         labels: ``(batch, length)`` token ids, ``IGNORE_INDEX`` where not a target.
-        weights: ``(batch,)`` example weights.
 
     Returns:
-        ``sum_i w_i * sum_t nll_it`` and ``sum_i w_i * len(target_i)``, as float32 scalars.
+        ``(batch,)`` float32 mean target-token NLLs (0 for a row without targets).
     """
     kept = logits.shape[1]
     targets = labels[:, labels.shape[1] - kept + 1 :]
     mask = targets.ne(IGNORE_INDEX)
-    nll = F.cross_entropy(logits[:, :-1][mask].float(), targets[mask], reduction="none")
-    token_weights = weights.float()[:, None].expand_as(targets)[mask]
-    return (token_weights * nll).sum(), token_weights.sum()
-
-
-def weighted_target_count(labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """``sum_i w_i * len(target_i)``: the loss denominator's share of one batch.
-
-    Position 0 is never predicted, so a label there is not counted.
-    """
-    return (labels[:, 1:].ne(IGNORE_INDEX).sum(dim=1) * weights.float()).sum()
+    nll = torch.zeros(targets.shape, dtype=torch.float32, device=logits.device)
+    nll[mask] = F.cross_entropy(logits[:, :-1][mask].float(), targets[mask], reduction="none")
+    return nll.sum(dim=1) / mask.sum(dim=1).clamp(min=1)
 
 
 class RWRTrainer(Trainer):
@@ -93,8 +91,8 @@ class RWRTrainer(Trainer):
     described in this module's docstring.
     """
 
-    # compute_loss divides by the whole step's denominator, so training_step must not
-    # divide by the number of accumulation steps again.
+    # compute_loss divides by the accumulation steps itself (by the configured number,
+    # also on a short last step), so training_step must not divide again.
     loss_is_scaled_for_ga = True
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -105,28 +103,8 @@ class RWRTrainer(Trainer):
                 "RWRTrainer needs the 'weights' column: pass "
                 "TrainingArguments(remove_unused_columns=False)"
             )
-        # The loss is computed here, never by the model: this stops the base class from
-        # counting unweighted label tokens as `num_items_in_batch`.
+        # The loss is computed here, never by the model.
         self.model_accepts_loss_kwargs = False
-
-    def get_batch_samples(
-        self, epoch_iterator: Iterator, num_batches: int, device: torch.device
-    ) -> tuple[list, torch.Tensor | None]:
-        """Fetch one optimizer step's micro-batches and its loss denominator.
-
-        Returns:
-            The micro-batches, and ``sum_i w_i * len(target_i)`` over all of them and
-            all processes, passed to `compute_loss` as ``num_items_in_batch``.
-        """
-        batches, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
-        if not batches:
-            return batches, None
-        total = torch.stack(
-            [weighted_target_count(b["labels"], b["weights"]).to(device) for b in batches]
-        ).sum()
-        if self.accelerator.num_processes > 1:
-            total = self.accelerator.gather(total).sum()
-        return batches, total
 
     def compute_loss(
         self,
@@ -135,18 +113,20 @@ class RWRTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
-        """The RWR loss of one micro-batch.
+        """The RWR loss of one micro-batch: ``sum_i w_i * mean NLL_i / examples per step``.
 
-        Only the logits from the first target position on are computed (the
-        ``logits_to_keep`` argument of transformers' causal LMs), so returned outputs
-        hold logits for the last positions only.
+        In training the examples per step are the configured ones per device
+        (``per_device_train_batch_size x gradient_accumulation_steps``: a constant, so a
+        short last step is not scaled up); in evaluation, the batch's own size. Only the
+        logits from the first target position on are computed (the ``logits_to_keep``
+        argument of transformers' causal LMs), so returned outputs hold logits for the
+        last positions only.
 
         Args:
             model: The (possibly wrapped) causal LM.
             inputs: A batch from `RWRCollator`.
             return_outputs: Also return the model outputs.
-            num_items_in_batch: The step's denominator from `get_batch_samples`; None
-                (e.g. in evaluation) normalises by this batch's own.
+            num_items_in_batch: Ignored: the denominator does not depend on the batch.
 
         Returns:
             The loss, and the model outputs if ``return_outputs``.
@@ -157,13 +137,12 @@ class RWRTrainer(Trainer):
             attention_mask=inputs["attention_mask"],
             logits_to_keep=_logits_to_keep(labels),
         )
-        numerator, denominator = weighted_nll(outputs.logits, labels, weights)
-        if num_items_in_batch is None:
-            loss = numerator / denominator
+        weighted = (weights.float() * sequence_nll(outputs.logits, labels)).sum()
+        if model.training:
+            size = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps
         else:
-            # Data-parallel gradients are averaged over processes; the denominator
-            # already covers all of them, so undo the average.
-            loss = numerator / num_items_in_batch * self.accelerator.num_processes
+            size = len(weights)
+        loss = weighted / size
         return (loss, outputs) if return_outputs else loss
 
 
