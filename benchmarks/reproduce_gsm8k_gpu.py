@@ -22,6 +22,9 @@ Run (the model is downloaded from the Hugging Face hub once)::
     .venv/bin/python benchmarks/reproduce_gsm8k_gpu.py
     .venv/bin/python benchmarks/reproduce_gsm8k_gpu.py --model Qwen/Qwen2.5-1.5B-Instruct \
         --output runs/reproduce_gsm8k_gpu_1.5b
+    # distillation from the reference solutions instead of self-distillation
+    # (shares the untrained evaluations and the boost phase with the run above):
+    .venv/bin/python benchmarks/reproduce_gsm8k_gpu.py --improvement expert --expert reference
     # a reduced run:
     .venv/bin/python benchmarks/reproduce_gsm8k_gpu.py --eval-problems 200 \
         --train-problems 256 --boost-problems 256 --iterations 1 \
@@ -32,11 +35,12 @@ model on one H100-class GPU (about 7 evaluations of 500 problems x 5 turns, 2 x 
 rollouts, 8 relabelling samples per visited state, 3 LoRA trainings), several hours with
 ``--backend transformers`` or a larger model.
 
-It prints, and writes to ``--output`` as results.md and results.json, a table of p1@t1..t5,
+It prints, and writes to ``--output`` as results-RUN.md and results-RUN.json (RUN: ``self``
+or ``expert-NAME``), a table of p1@t1..t5,
 m1@t1, m1@t5, m5@t1 and p5@t1 (95% Wilson intervals) for the base and the RISE model,
 and the gaps m1@t5 - m1@t1 (self-improvement over turns) and m1@t5 - m5@t1 (turns vs
-parallel samples at equal compute). Each iteration's adapter and held-out metrics are
-under ``--output``/rise/.
+parallel samples at equal compute), with right-to-wrong and wrong-to-right transitions.
+Each iteration's adapter and held-out metrics are under ``--output``/rise-RUN/.
 
 Every step writes its records under ``--output`` (episodes as JSONL, states, adapters,
 metrics): run the same command again after an interruption and it resumes from the last
@@ -98,6 +102,7 @@ OPTIONS = (
     "data_shape",
     "data_filter",
     "drop_unimproved",
+    "ood_retry_prompts",
     "tau",
     "history_window",
     "max_new_tokens",

@@ -134,6 +134,11 @@ def build_parser() -> Parser:
         help="the expert of --improvement expert: 'arithmetic' (scripted, RISE-Arithmetic), "
         "'reference' (each problem's reference solution) or a model",
     )
+    train.add_argument(
+        "--collect-model",
+        help="weak-to-strong: another model that rolls out (and samples the improved "
+        "actions) in every iteration; its data trains adapters of --model",
+    )
     _add_options(train, LeaderboardConfig, only=(*_MODEL_FIELDS, "difficulty", "env_args"))
     _add_options(train.add_argument_group("RISE"), RISEConfig)
     _add_training_options(train.add_argument_group("training"))
@@ -246,11 +251,19 @@ def _train(args: argparse.Namespace) -> int:
         with _bad_arguments(args.parser):
             options = {"backend": args.backend, "dtype": args.dtype}
             expert = make_expert(args.expert, args.env, env_kwargs, **options)
-    agent = RISEAgent(llm, resolve_model(args.model), config, training, expert=expert)
+    collector = None
+    if args.collect_model:
+        with _bad_arguments(args.parser):
+            collector = make_llm(args.collect_model, backend=args.backend, dtype=args.dtype)
+    agent = RISEAgent(
+        llm, resolve_model(args.model), config, training, expert=expert, collector=collector
+    )
     try:
         agent.learn(args.env, env_kwargs)
     finally:
-        llm.close()
+        for backend in (llm, expert, collector):
+            if backend is not None:
+                backend.close()
     for step in agent.history:
         print(json.dumps(step))
     print(f"adapter: {agent.adapter}")

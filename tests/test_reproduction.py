@@ -84,6 +84,7 @@ def test_reproduction_writes_every_row_and_gap_and_resumes(
     table = (run / "results-self.md").read_text()
     assert "| RISE: parallel k=3 |" in table and "m1@t3 - m3@t1 =" in table
     assert "RISE: self-distillation (best of 2 samples" in table
+    assert "| agent | p1@t1 | p1@t2 | p1@t3 | m1@t1 | m1@t2 | m1@t3 | m3@t1 | p3@t1 |" in table
     assert (run / "rise-self" / "iteration-2" / "model" / "adapter_config.json").exists()
     assert (run / "eval" / "rise-self-iteration-2-parallel.jsonl").exists()
     for row, counts in results["transitions"].items():  # 3 problems x 2 turn pairs
@@ -106,15 +107,33 @@ def test_an_expert_run_in_the_same_folder_shares_the_base_and_boost_steps(
     self_distilled = run_reproduction(tiny_settings(tiny_model_dir, run), progress=False)
     shared = {path: path.stat().st_mtime_ns for path in (run / "eval").glob("base-*.jsonl")}
     shared[run / "boost" / "eval.jsonl"] = (run / "boost" / "eval.jsonl").stat().st_mtime_ns
-    settings = replace(tiny_settings(tiny_model_dir, run), improvement="expert")
+    settings = replace(
+        tiny_settings(tiny_model_dir, run), improvement="expert", ood_retry_prompts=True
+    )
     distilled = run_reproduction(settings, progress=False)
     assert {path: path.stat().st_mtime_ns for path in shared} == shared  # reused, not redone
     for row in ("base: sequential", "boost: sequential"):
         assert distilled.rows[row] == self_distilled.rows[row]
     table = (run / "results-expert-arithmetic.md").read_text()
     assert "distillation from an oracle-quality expert (arithmetic)" in table
+    for prompt in ("terse", "reconsider", "checker"):  # retry prompts unseen in training
+        row = distilled.rows[f"RISE: sequential, retry prompt '{prompt}'"]
+        assert {"p1@t1", "m1@t2", "m1@t3"} <= set(row)
+        episode = (run / "eval" / f"rise-expert-arithmetic-retry-{prompt}.jsonl").read_text()
+        assert episode.count('"turn": 3') == 3
     states = (run / "rise-expert-arithmetic" / "iteration-1" / "states.jsonl").read_text()
     assert "The answer is \\\\boxed{" in states  # the expert's worked answers, JSON-escaped
+
+
+def test_run_names_keep_configurations_apart():
+    assert ReproductionSettings().run_name == "self"
+    assert ReproductionSettings(improvement="expert", expert="reference").run_name == (
+        "expert-reference"
+    )
+    classic = ReproductionSettings(data_shape="first_turn", data_filter="success")
+    assert classic.run_name == "self-first_turn-success"
+    assert "single-turn SFT on successful first answers ('Classic')" in classic.improvement_label
+    assert ReproductionSettings(boost=False).run_name == "self-no-boost"
 
 
 def test_bad_settings_fail_before_any_work(tmp_path):
@@ -155,6 +174,7 @@ def test_cpu_script_keeps_its_options_and_defaults():
         "data_shape": "all_turns",
         "data_filter": "all",
         "drop_unimproved": True,
+        "ood_retry_prompts": False,
         "tau": 0.4,
         "history_window": 2,
         "max_new_tokens": 48,

@@ -165,3 +165,52 @@ def test_learn_runs_ten_turns_and_two_iterations(tiny_model_dir, tmp_path, torch
         episodes = [json.loads(line) for line in (folder / "eval.jsonl").read_text().splitlines()]
         assert [len(episode["turns"]) for episode in episodes] == [10, 10]
         assert "m1@t10" in json.loads((folder / "metrics.json").read_text())
+
+
+def test_first_turn_shape_is_single_turn_data(tmp_path):
+    agent = collecting_agent(tmp_path, data_shape="first_turn", data_filter="success")
+    states = agent._collect(ENV, ENV_KWARGS, tmp_path / "a", seed=1)
+    assert [s.turn for s in states] == [1] * 4 and all(s.improved for s in states)
+    assert all(len(e.conversation) == 1 for e in agent._weighted_examples(states))
+
+
+def test_weak_to_strong_collects_with_one_model_and_trains_another(
+    tiny_model_dir, tmp_path, torch_one_thread
+):
+    config = RISEConfig(
+        iterations=1,
+        max_turns=2,
+        boost=False,
+        train_problems=3,
+        eval_problems=2,
+        num_samples=2,
+        max_new_tokens=4,
+        output_dir=tmp_path / "run",
+    )
+    training = TrainingConfig(max_steps=1, per_device_batch_size=4, max_seq_length=512)
+    strong = CountingLLM(make_llm(str(tiny_model_dir)))
+    weak = CountingLLM(ArithmeticExpert())  # model A: every state and action comes from it
+    agent = RISEAgent(
+        strong, tiny_model_dir, config, training, collector=weak, params=SamplingParams(4)
+    )
+    agent.learn(ENV, ENV_KWARGS)
+    states = (tmp_path / "run" / "iteration-1" / "states.jsonl").read_text().splitlines()
+    responses = [json.loads(line)["on_policy"]["response"] for line in states]
+    assert responses and all(r.endswith("}.") and "The answer is" in r for r in responses)
+    assert weak.calls == 3  # two turns of rollouts, one relabelling call
+    assert strong.calls == 2  # only the held-out evaluation's two turns
+    adapter = json.loads(
+        (tmp_path / "run" / "iteration-1" / "model" / "adapter_config.json").read_text()
+    )
+    assert adapter["base_model_name_or_path"] == str(tiny_model_dir)  # model B's adapter
+
+
+def test_an_output_dir_of_other_settings_is_refused(tmp_path):
+    collecting_agent(tmp_path)._claim_output_dir(ENV, ENV_KWARGS)
+    collecting_agent(tmp_path, iterations=3)._claim_output_dir(ENV, ENV_KWARGS)  # continue
+    with pytest.raises(
+        ValueError, match=r"other settings \(rise.num_samples\).*another output_dir"
+    ):
+        collecting_agent(tmp_path, num_samples=5)._claim_output_dir(ENV, ENV_KWARGS)
+    with pytest.raises(ValueError, match=r"env_kwargs.difficulty"):
+        collecting_agent(tmp_path)._claim_output_dir(ENV, {**ENV_KWARGS, "difficulty": 2})

@@ -61,6 +61,7 @@ class RISEAgent(SequentialRetry):
         *,
         params: SamplingParams | None = None,
         expert: LLM | None = None,
+        collector: LLM | None = None,
         adapter: str | None = None,
         load_model: Callable[[str], LLM] | None = None,
         name: str | None = None,
@@ -75,6 +76,10 @@ class RISEAgent(SequentialRetry):
             training: The RWR training configuration (LoRA by default).
             params: Sampling parameters of the agent's answers (default: greedy).
             expert: The expert LLM for ``improvement="expert"`` (distillation).
+            collector: Weak-to-strong: another model that rolls out on the training
+                problems (and draws the self-distillation samples) in every iteration;
+                its states and actions train adapters of ``base_model``. None: ``llm``
+                with the current adapter (on-policy).
             adapter: Start from this adapter (e.g. a finished run's).
             load_model: With full fine-tuning (``training.use_lora=False``), builds the
                 back end serving a trained model folder (default: `make_llm`).
@@ -89,6 +94,7 @@ class RISEAgent(SequentialRetry):
         self.config = config
         self.training = training or TrainingConfig()
         self.expert = expert
+        self.collector = collector
         self.load_model = load_model or make_llm
         self.history: list[dict[str, Any]] = []
 
@@ -104,6 +110,7 @@ class RISEAgent(SequentialRetry):
             The agent itself, now answering with the last iteration's adapter.
         """
         env_kwargs = dict(env_kwargs or {})
+        self._claim_output_dir(env_id, env_kwargs)
         boost_examples: list[WeightedExample] = []
         if self.config.boost:
             boost_dir = self.config.boost_dir or self.config.output_dir / "boost"
@@ -119,6 +126,37 @@ class RISEAgent(SequentialRetry):
         return self
 
     # ---- the steps ---------------------------------------------------------------
+
+    def _claim_output_dir(self, env_id: str, env_kwargs: dict[str, Any]) -> None:
+        """Record what this run is in ``output_dir``, or refuse a folder of another run.
+
+        Resuming reuses every finished step, so a folder written with other settings
+        would silently mix two runs. ``iterations`` may grow: more iterations continue
+        a run.
+        """
+        settings = {
+            "env_id": env_id,
+            "env_kwargs": env_kwargs,
+            "base_model": self.base_model,
+            "rise": {k: v for k, v in asdict(self.config).items() if k != "iterations"},
+            "training": asdict(self.training),
+            "expert": getattr(self.expert, "name", None),
+            "collector": getattr(self.collector, "name", None),
+        }
+        settings = json.loads(json.dumps(settings, default=str))
+        record = self.config.output_dir / "rise_run.json"
+        if record.exists():
+            before = json.loads(record.read_text())
+            changed = sorted(_changed_keys(before, settings))
+            if changed:
+                raise ValueError(
+                    f"{self.config.output_dir} holds a RISE run with other settings "
+                    f"({', '.join(changed)}); choose another output_dir, or delete the "
+                    "folder to start over"
+                )
+            return
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(settings, indent=2) + "\n")
 
     def _boost_examples(self, env_id: str, env_kwargs: dict[str, Any]) -> list[WeightedExample]:
         """SFT examples: each training problem's opening prompt and reference solution."""
@@ -148,18 +186,18 @@ class RISEAgent(SequentialRetry):
             return [
                 _state_from_dict(json.loads(line)) for line in states_file.read_text().splitlines()
             ]
-        second_turn = self.config.data_shape == "second_turn"
+        shape = self.config.data_shape
         env_kwargs = {
             **env_kwargs,
             "split": "train",
             "history_window": self.config.history_window,
-            "max_turns": 2 if second_turn else self.config.max_turns,
+            "max_turns": {"first_turn": 1, "second_turn": 2}.get(shape, self.config.max_turns),
             "stop_on_correct": self.config.collect_stop_on_correct,
         }
         learner = SequentialRetry(
-            self.llm,
+            self.collector or self.llm,
             replace(self.params, temperature=self.config.rollout_temperature, seed=seed),
-            adapter=self.adapter,
+            adapter=None if self.collector else self.adapter,
             name=f"{self.name}-collect",
         )
         records = rollout(
@@ -174,7 +212,8 @@ class RISEAgent(SequentialRetry):
         env = self._env(env_id, env_kwargs, split="train")
         kept = [r for r in records if not (self.config.drop_degrading and degrades(r))]
         states = [state for record in kept for state in replay_states(env, record)]
-        self._relabel([s for s in states if not second_turn or s.turn == 2], env, seed)
+        wanted = [s for s in states if shape != "second_turn" or s.turn == 2]
+        self._relabel(wanted, env, seed)
         folder.mkdir(parents=True, exist_ok=True)
         partial = states_file.with_suffix(".partial")
         partial.write_text("".join(json.dumps(asdict(state)) + "\n" for state in states))
@@ -193,14 +232,14 @@ class RISEAgent(SequentialRetry):
             groups.setdefault(json.dumps(state.conversation, sort_keys=True), []).append(state)
         if not groups:
             return
-        improver = self.expert or self.llm
+        improver = self.expert or self.collector or self.llm
         params = replace(
             self.params,
             n=self.config.num_samples,
             temperature=self.config.sample_temperature,
             seed=seed,
         )
-        adapter = None if self.expert else self.adapter
+        adapter = None if (self.expert or self.collector) else self.adapter
         distinct = [group[0].conversation for group in groups.values()]
         generations = improver.generate(distinct, params, adapter=adapter)
         for group, generation in zip(groups.values(), generations):
@@ -261,6 +300,18 @@ class RISEAgent(SequentialRetry):
         env = gym.make(env_id, **{**env_kwargs, "split": split}).unwrapped
         assert isinstance(env, MultiTurnEnv)
         return env
+
+
+def _changed_keys(before: dict[str, Any], after: dict[str, Any], prefix: str = "") -> set[str]:
+    """Dotted names of the settings that differ between two nested dicts."""
+    changed = set()
+    for key in before.keys() | after.keys():
+        old, new = before.get(key), after.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changed |= _changed_keys(old, new, f"{prefix}{key}.")
+        elif old != new:
+            changed.add(f"{prefix}{key}")
+    return changed
 
 
 def _relabel_summary(states: Sequence[VisitedState]) -> str:

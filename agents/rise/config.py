@@ -7,7 +7,7 @@ from pathlib import Path
 
 from agents.rise.relabel import DATA_FILTERS
 
-DATA_SHAPES = ("all_turns", "second_turn")
+DATA_SHAPES = ("all_turns", "second_turn", "first_turn")
 """Which visited states are relabelled (see `RISEConfig.data_shape`)."""
 
 
@@ -77,7 +77,8 @@ class RISEConfig:
         metadata=_help(
             "'all_turns': relabel every state of max_turns-turn rollouts; 'second_turn' "
             "(the reference code's): roll out two turns and relabel only the state after "
-            "the first answer."
+            "the first answer; 'first_turn': single-turn data only (with data_filter "
+            "'success', the paper's 'Classic' SFT on successful single-turn answers)."
         ),
     )
     boost: bool = field(

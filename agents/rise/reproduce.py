@@ -42,8 +42,9 @@ from agents.rise.config import DATA_SHAPES, RISEConfig
 from agents.rise.experts import make_expert
 from agents.rise.relabel import DATA_FILTERS
 from agents.rise.train import TrainingConfig, bf16_for_dtype
+from rise_gym.envs.retry_prompts import OOD_RETRY_PROMPTS
 from rise_gym.errors import RiseGymError
-from rise_gym.metrics import Estimate, turn_transitions
+from rise_gym.metrics import Estimate, majority_at_turns, turn_transitions
 
 BACKENDS = ("transformers", "vllm")
 """The back ends a reproduction can train with (both serve the trained adapters)."""
@@ -149,6 +150,13 @@ class ReproductionSettings:
         default=None,
         metadata=_help("Context length of the vLLM engine (vllm only; none: model's)."),
     )
+    ood_retry_prompts: bool = field(
+        default=False,
+        metadata=_help(
+            "Also evaluate the trained model with each retry prompt it never saw in "
+            "training (rise_gym.envs.retry_prompts.OOD_RETRY_PROMPTS), one row each."
+        ),
+    )
     seed: int = field(default=0, metadata=_help("Seed of everything."))
     output: Path = field(default=Path("runs/reproduce"), metadata=_help("Output folder."))
 
@@ -172,16 +180,30 @@ class ReproductionSettings:
 
     @property
     def run_name(self) -> str:
-        """The RISE configuration's name in file names: ``self`` or ``expert-NAME``."""
-        name = "self" if self.improvement == "self" else f"expert-{Path(self.expert).name}"
-        return name if self.boost else f"{name}-no-boost"
+        """The RISE configuration's name in file names.
+
+        ``self`` or ``expert-NAME``, then the data shape and filter where they are not
+        the defaults, and ``no-boost``: e.g. ``self-first_turn-success`` (Classic SFT).
+        Other settings are checked by `RISEAgent`, which refuses a folder of a run with
+        other settings.
+        """
+        parts = ["self" if self.improvement == "self" else f"expert-{Path(self.expert).name}"]
+        parts += [self.data_shape] if self.data_shape != "all_turns" else []
+        parts += [self.data_filter] if self.data_filter != "all" else []
+        parts += [] if self.boost else ["no-boost"]
+        return "-".join(parts)
 
     @property
     def improvement_label(self) -> str:
-        """How the improved actions were obtained, as the table says it."""
+        """How the training data was obtained, as the table says it."""
         if self.improvement == "self":
-            return f"self-distillation (best of {self.num_samples} samples of the learner)"
-        return f"distillation from an oracle-quality expert ({self.expert})"
+            source = f"self-distillation (best of {self.num_samples} samples of the learner)"
+        else:
+            source = f"distillation from an oracle-quality expert ({self.expert})"
+        if self.data_shape == "first_turn":
+            kept = "successful" if self.data_filter == "success" else self.data_filter
+            return f"single-turn SFT on {kept} first answers ('Classic'), {source}"
+        return source
 
     def rise_config(self) -> RISEConfig:
         """The `RISEConfig` of the RISE run, written under ``output/rise-RUN``."""
@@ -244,9 +266,10 @@ class Reproduction:
 
     @property
     def columns(self) -> list[str]:
-        """The table's columns: p1@t1..p1@tk, m1@t1, m1@tk, mk@t1, pk@t1."""
+        """The table's columns: p1@t1..p1@tk, m1@t1..m1@tk, mk@t1, pk@t1."""
+        turns = range(1, self.settings.max_turns + 1)
         k = self.settings.max_turns
-        return [f"p1@t{t}" for t in range(1, k + 1)] + ["m1@t1", f"m1@t{k}", f"m{k}@t1", f"p{k}@t1"]
+        return [f"p1@t{t}" for t in turns] + [f"m1@t{t}" for t in turns] + [f"m{k}@t1", f"p{k}@t1"]
 
     def gaps(self) -> dict[str, dict[str, float]]:
         """m1@tk - m1@t1 and m1@tk - mk@t1 of each model (base, boost, RISE), as fractions."""
@@ -374,7 +397,12 @@ def run_reproduction(
     transitions: dict[str, dict[str, int]] = {}
 
     def score(
-        row: str, agent: Agent, name: str, turns: int = k, records: Path | None = None
+        row: str,
+        agent: Agent,
+        name: str,
+        turns: int = k,
+        records: Path | None = None,
+        env_kwargs: dict[str, Any] | None = None,
     ) -> None:
         evaluation = evaluate(
             settings.env_id,
@@ -384,6 +412,7 @@ def run_reproduction(
             seed=settings.seed,
             env_kwargs={
                 **settings.env_kwargs,
+                **(env_kwargs or {}),
                 "split": "test",
                 "history_window": settings.history_window,
             },
@@ -391,6 +420,9 @@ def run_reproduction(
             progress=progress,
         )
         rows[row] = evaluation.metrics
+        if f"m1@t{turns}" in rows[row]:  # no oracle stop: the vote after every turn
+            for turn in range(2, turns):
+                rows[row][f"m1@t{turn}"] = majority_at_turns(evaluation.records, turn)
         transitions[row] = turn_transitions(evaluation.records)
 
     def score_parallel(row: str, adapter: str | None, name: str) -> None:
@@ -430,6 +462,13 @@ def run_reproduction(
             )
         last = _iteration_eval(config, config.iterations)
         score("RISE: sequential", rise, "rise-sequential", records=last)
+        for prompt_name, prompt in OOD_RETRY_PROMPTS.items() if settings.ood_retry_prompts else ():
+            score(
+                f"RISE: sequential, retry prompt '{prompt_name}'",
+                rise,
+                f"{config.output_dir.name}-retry-{prompt_name}",
+                env_kwargs={"retry_prompt": prompt},
+            )
         score_parallel(
             f"RISE: parallel k={k}",
             rise.adapter,
