@@ -242,7 +242,7 @@ def _train(args: argparse.Namespace) -> int:
 
     with _bad_arguments(args.parser):
         settings = {"bf16": bf16_for_dtype(args.dtype), **_training_settings(args)}
-        training = TrainingConfig(**settings, seed=config.seed)
+        training = TrainingConfig.from_settings({**settings, "seed": config.seed})
         llm = make_llm(args.model, backend=args.backend, base_url=args.base_url, dtype=args.dtype)
     expert = None
     if args.expert:
@@ -344,7 +344,8 @@ def _add_training_options(group: argparse._ArgumentGroup) -> None:
         type=_key_value,
         default=[],
         metavar="KEY=VALUE",
-        help="any other TrainingConfig field (repeatable)",
+        help="any other TrainingConfig or transformers.TrainingArguments field, e.g. "
+        "optim=adamw_torch_fused or deepspeed=ds_zero2.json (repeatable)",
     )
 
 

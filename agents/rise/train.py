@@ -16,13 +16,15 @@ configuration resumes from its last checkpoint; on a finished one, it returns at
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import logging
 import shutil
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 from peft import LoraConfig, get_peft_model
@@ -125,6 +127,28 @@ class TrainingConfig:
         default="none", metadata=_help("Where to log: 'none', 'tensorboard', 'wandb', ...")
     )
     seed: int = field(default=0, metadata=_help("Seed of LoRA initialisation and data order."))
+    training_arguments: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=_help(
+            "Any other transformers.TrainingArguments field, passed through as is: "
+            "deepspeed='ds.json', fsdp='full_shard', optim='adamw_torch_fused', "
+            "ddp_find_unused_parameters=False, ..."
+        ),
+    )
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> TrainingConfig:
+        """A config from flat settings: its own fields, and any TrainingArguments field.
+
+        Raises:
+            ValueError: A name is neither (it names the close matches).
+        """
+        own = {f.name for f in fields(cls)} - {"training_arguments"}
+        passed = {k: v for k, v in settings.items() if k not in own | {"training_arguments"}}
+        return cls(
+            **{k: v for k, v in settings.items() if k in own},
+            training_arguments={**settings.get("training_arguments", {}), **passed},
+        )
 
     def __post_init__(self) -> None:
         positive = {
@@ -152,6 +176,7 @@ class TrainingConfig:
             raise ValueError("weight_decay and max_grad_norm must be >= 0 (0 disables them)")
         if isinstance(self.lora_target_modules, list):
             self.lora_target_modules = tuple(self.lora_target_modules)
+        _check_training_arguments(self)
 
 
 def train_rwr(
@@ -264,6 +289,13 @@ def lora_config(config: TrainingConfig) -> LoraConfig:
 
 def _training_arguments(config: TrainingConfig, folder: Path, bf16: bool) -> TrainingArguments:
     return TrainingArguments(
+        **_derived_arguments(config, folder, bf16), **config.training_arguments
+    )
+
+
+def _derived_arguments(config: TrainingConfig, folder: Path, bf16: bool) -> dict[str, Any]:
+    """The TrainingArguments this module sets from a `TrainingConfig`."""
+    return dict(
         output_dir=str(folder),
         per_device_train_batch_size=config.per_device_batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
@@ -275,7 +307,7 @@ def _training_arguments(config: TrainingConfig, folder: Path, bf16: bool) -> Tra
         weight_decay=config.weight_decay,
         max_grad_norm=config.max_grad_norm,
         bf16=bf16,
-        use_cpu=bf16 and not torch.cuda.is_available(),  # transformers' bf16 on CPU needs it
+        use_cpu=_cpu_only(),  # transformers needs it for bf16 and for several processes on CPU
         activation_checkpointing=config.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False},
         logging_steps=config.logging_steps,
@@ -287,6 +319,26 @@ def _training_arguments(config: TrainingConfig, folder: Path, bf16: bool) -> Tra
         remove_unused_columns=False,
         dataloader_pin_memory=torch.cuda.is_available(),
     )
+
+
+def _check_training_arguments(config: TrainingConfig) -> None:
+    """Refuse names that are no TrainingArguments field, or that a config field sets."""
+    valid = {f.name for f in fields(TrainingArguments)}
+    derived = set(_derived_arguments(config, Path("."), bf16=False))
+    for name in config.training_arguments:
+        if name not in valid:
+            close = difflib.get_close_matches(
+                name, valid | {f.name for f in fields(TrainingConfig)}
+            )
+            raise ValueError(
+                f"{name!r} is neither a TrainingConfig nor a transformers.TrainingArguments "
+                f"field{'; did you mean ' + ' or '.join(map(repr, close)) + '?' if close else ''}"
+            )
+        if name in derived:
+            raise ValueError(
+                f"TrainingArguments.{name} is set from TrainingConfig; set the TrainingConfig "
+                "field instead (e.g. learning_rate, num_epochs, per_device_batch_size, bf16)"
+            )
 
 
 def _fingerprint(
@@ -317,3 +369,8 @@ def _pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
 
 def _bf16_supported() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def _cpu_only() -> bool:
+    """Whether no accelerator is present (no CUDA GPU, no Apple MPS)."""
+    return not (torch.cuda.is_available() or torch.backends.mps.is_available())
