@@ -143,22 +143,18 @@ def test_iterations_roll_out_new_problems(tmp_path):
     assert {s.problem_id for s in first} != {s.problem_id for s in second}
 
 
-def test_learn_runs_ten_turns_and_two_iterations(tiny_model_dir, tmp_path, torch_one_thread):
-    config = RISEConfig(
-        iterations=2,
-        max_turns=10,
-        boost=False,
-        train_problems=2,
-        eval_problems=2,
-        num_samples=2,
-        max_new_tokens=3,
-        output_dir=tmp_path / "run",
-    )
+def one_step_agent(tiny_model_dir, tmp_path, llm, collector=None, **overrides) -> RISEAgent:
+    """A RISE agent without boost that trains one optimizer step per iteration."""
+    settings = dict(boost=False, train_problems=2, eval_problems=2, num_samples=2)
+    config = RISEConfig(max_new_tokens=4, output_dir=tmp_path / "run", **settings, **overrides)
     training = TrainingConfig(max_steps=1, per_device_batch_size=4, max_seq_length=512)
+    params = SamplingParams(max_new_tokens=4)
+    return RISEAgent(llm, tiny_model_dir, config, training, params=params, collector=collector)
+
+
+def test_learn_runs_ten_turns_and_two_iterations(tiny_model_dir, tmp_path, torch_one_thread):
     llm = make_llm(str(tiny_model_dir))
-    agent = RISEAgent(
-        llm, tiny_model_dir, config, training, params=SamplingParams(max_new_tokens=3)
-    )
+    agent = one_step_agent(tiny_model_dir, tmp_path, llm, iterations=2, max_turns=10)
     agent.learn(ENV, ENV_KWARGS)
     for iteration in (1, 2):
         folder = tmp_path / "run" / f"iteration-{iteration}"
@@ -177,21 +173,10 @@ def test_first_turn_shape_is_single_turn_data(tmp_path):
 def test_weak_to_strong_collects_with_one_model_and_trains_another(
     tiny_model_dir, tmp_path, torch_one_thread
 ):
-    config = RISEConfig(
-        iterations=1,
-        max_turns=2,
-        boost=False,
-        train_problems=3,
-        eval_problems=2,
-        num_samples=2,
-        max_new_tokens=4,
-        output_dir=tmp_path / "run",
-    )
-    training = TrainingConfig(max_steps=1, per_device_batch_size=4, max_seq_length=512)
     strong = CountingLLM(make_llm(str(tiny_model_dir)))
     weak = CountingLLM(ArithmeticExpert())  # model A: every state and action comes from it
-    agent = RISEAgent(
-        strong, tiny_model_dir, config, training, collector=weak, params=SamplingParams(4)
+    agent = one_step_agent(
+        tiny_model_dir, tmp_path, strong, collector=weak, iterations=1, max_turns=2
     )
     agent.learn(ENV, ENV_KWARGS)
     states = (tmp_path / "run" / "iteration-1" / "states.jsonl").read_text().splitlines()
