@@ -13,11 +13,13 @@ and the number of problems behind it.
 - pk@t1 (`pass_at_samples`): any of the first k turn-1 samples is correct, or the
   unbiased pass@k estimator of Chen et al. (2021) over all samples.
 
-Votes are grouped by the extracted answer string exactly as recorded (the grader has
-already normalised it); a turn or sample without an answer (None) does not vote, and a
-problem where nothing votes counts as wrong. An episode with a turn marked ungradable
-(``metadata["gradable"] is False``: the problem's own reference could not be parsed)
-is left out of every metric, so ``n`` may be smaller than the number of records.
+Votes are grouped by the extracted answer string exactly as recorded: for math, the
+normalised answer of `rise_gym.graders.math.extract_answer`, which is exactly what the
+grader compares, so answers that vote together are graded alike. A turn or sample
+without an answer (None) does not vote, and a problem where nothing votes counts as wrong.
+An episode with a turn marked ungradable (``metadata["gradable"] is False``: the problem's
+own reference could not be parsed) is left out of every metric, so ``n`` may be smaller
+than the number of records.
 """
 
 from __future__ import annotations

@@ -13,9 +13,16 @@ from pathlib import Path
 
 import pytest
 
+import rise_gym.graders._numbers as numbers
 import rise_gym.graders.math as math_grader
 from rise_gym.graders._symbolic import verifier
-from rise_gym.graders.math import extract_answer, grade_math, last_boxed_content, normalize_answer
+from rise_gym.graders.math import (
+    extract_answer,
+    grade_answer,
+    grade_math,
+    last_boxed_content,
+    normalize_answer,
+)
 
 TIMEOUT = 0.3
 MARGIN = 1.0  # seconds of slack for a loaded machine
@@ -178,9 +185,58 @@ def test_a_killed_worker_is_replaced():
     assert grade_math("\\boxed{\\frac{\\sqrt{2}}{2}}", "\\frac{1}{\\sqrt{2}}") == 1.0
 
 
-def test_timeout_must_be_positive():
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), 1e300])
+def test_timeout_must_be_positive_and_finite(timeout):
     with pytest.raises(ValueError, match="timeout"):
-        grade_math("1", "1", timeout=0)
+        grade_math("1", "1", timeout=timeout)
+
+
+@pytest.mark.parametrize("timeout", [None, "5", True])
+def test_timeout_must_be_a_number(timeout):
+    with pytest.raises(TypeError, match="timeout"):
+        grade_math("1", "1", timeout=timeout)
+
+
+@pytest.mark.parametrize("value", [None, b"\\boxed{1}", 1, 1.0, ["1"]])
+def test_non_string_inputs_get_a_type_error_naming_the_argument(value):
+    for call, name in [
+        (lambda: grade_math(value, "1"), "response"),
+        (lambda: grade_math("1", value), "reference"),
+        (lambda: extract_answer(value), "text"),
+        (lambda: normalize_answer(value), "answer"),
+        (lambda: last_boxed_content(value), "text"),
+    ]:
+        with pytest.raises(TypeError, match=f"^{name} must be a str, got {type(value).__name__}"):
+            call()
+    if value is not None:  # None is a valid answer: the response has none
+        with pytest.raises(TypeError, match="^answer must be a str"):
+            grade_answer(value, "1")
+
+
+def test_slow_checks_on_other_threads_do_not_hold_up_a_fast_one():
+    def cheap(_: int) -> None:
+        grade_math("\\boxed{\\sqrt{4}}", "x")
+
+    warm = [threading.Thread(target=cheap, args=(n,)) for n in range(4)]
+    for thread in warm:
+        thread.start()
+    for thread in warm:
+        thread.join()  # the pool now holds several ready children
+    slow = [
+        threading.Thread(
+            target=grade_math, args=(PATHOLOGICAL["power tower"], "7"), kwargs={"timeout": 3}
+        )
+        for _ in range(3)
+    ]
+    for thread in slow:
+        thread.start()
+    time.sleep(0.2)
+    start = time.perf_counter()
+    assert grade_math("\\boxed{\\sqrt{8}}", "2\\sqrt{2}") == 1.0
+    seconds = time.perf_counter() - start
+    for thread in slow:
+        thread.join()
+    assert seconds < 2.0  # behind one lock it waited for the three slow checks (3 x 3 s)
 
 
 # --- extraction --------------------------------------------------------------------------
@@ -206,6 +262,16 @@ def test_timeout_must_be_positive():
         ("It dropped to -3 degrees.", "-3"),
         ("7\x00\x00", "7"),
         ("It costs $1,234.50 in total.", "1234.5"),
+        ("The answer is 1.5e3.", "1500"),  # scientific notation
+        ("It is 2.5E-3 m", "0.0025"),
+        ("\\boxed{6.02 \\times 10^{23}}", "602000000000000000000000"),
+        ("\\boxed{10^{-3}}", "0.001"),
+        ("1e999999999", "1e999999999"),  # not 1, and never expanded
+        ("\\boxed{-2.5e-99999}", "-2.5e-99999"),
+        ("\\boxed{\\boxed{5}}", "5"),
+        ("#### Evelyn", "Evelyn"),
+        ("#### x = 5", "5"),
+        ("**Answer:** **18**", "18"),
     ],
 )
 def test_extract_answer(text, answer):
@@ -218,6 +284,15 @@ def test_extract_answer(text, answer):
         "",
         "no numbers at all",
         "\\boxed{5} or maybe \\boxed{6}",  # hedging
+        "$\\boxed{3}$ or $\\boxed{4}$",
+        "\\boxed{3}, \\boxed{4}",
+        "\\boxed{3} and \\boxed{4}",
+        "\\boxed{3} \\text{ or } \\boxed{4}",
+        "\\boxed{3}. Possibly \\boxed{4}.",
+        "\\boxed{x = 3 \\text{ or } x = 4}",
+        "The answer is 3 or 4.",
+        "\\boxed{5} hmm \\boxed{}",  # the final box is empty
+        "\\boxed{5} or \\boxed{6",  # offered together with an unclosed box
         "\\boxed{5",  # unclosed box: no fallback to the last number
         "\\boxed{}",
         "\\boxed{" + "1" * 2000 + "}",  # longer than MAX_ANSWER_CHARS
@@ -227,10 +302,74 @@ def test_extract_answer_finds_none(text):
     assert extract_answer(text) is None
 
 
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        ("#### Step 3: Final answer\nShe earns 9 * 2 = \\boxed{18} dollars.", "18"),
+        ("#### **Final Answer**\nThe total is \\boxed{18}.", "18"),
+        ("#### 1. Understand the problem\nSo she makes 18.", "18"),
+        ("#### Solution\nWe get 18 apples.", "18"),
+        ("#### Final answer: 18", "18"),
+        ("\\boxed{3} was wrong ... \\boxed{4}", "4"),
+        ("So \\boxed{3}. Wait, I made an error: 2+2=4, so the answer is \\boxed{4}.", "4"),
+        ("\\boxed{3}. Let me check: 3 + 1 = 4, hence \\boxed{4}", "4"),
+        ("\\boxed{3} is wrong. #### 4", "4"),
+        ("#### 3\nOn second thought it is \\boxed{4}.", "4"),
+        ("\\boxed{4}, not \\boxed{3}", "4"),  # a negated answer is no answer
+        ("\\boxed{5 oops, \\boxed{6}", "6"),  # the unclosed box was superseded
+        ("The answer is 5.\n\\boxed{6}", "6"),  # a marked answer beats a phrase
+    ],
+)
+def test_the_last_final_answer_counts(text, answer):
+    assert extract_answer(text) == answer
+    assert grade_math(text, answer) == 1.0
+
+
 def test_hedged_answers_score_zero_even_when_one_is_right():
     assert grade_math("\\boxed{5} or \\boxed{6}", "5") == 0.0
     assert grade_math("\\boxed{x+1} or \\boxed{x-1}", "x+1") == 0.0
     assert grade_math("\\boxed{5} so \\boxed{5}", "5") == 1.0
+
+
+@pytest.mark.parametrize(
+    ("responses", "key"),
+    [
+        (["The answer is $12. She spent $5", "#### 12", "\\boxed{12}"], "12"),
+        (["The answer is 18 (since 9*2=18).", "18 (since 9*2=18)", "\\boxed{18}"], "18"),
+        (["The answer is 18, because 9*2 = 18.", "#### 18 dollars", "\\boxed{\\$18.00}"], "18"),
+        (["\\boxed{1.5e3}", "\\boxed{1500}", "#### 1,500"], "1500"),
+    ],
+)
+def test_vote_keys_are_the_answer_the_grader_compares(responses, key):
+    assert {extract_answer(response) for response in responses} == {key}
+    assert [grade_math(response, key) for response in responses] == [1.0] * len(responses)
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        "The answer is $12. She spent $5",
+        "18 (since 9*2=18)",
+        "\\boxed{\\sqrt{324}}",
+        "\\boxed{x = 18}",
+        "#### Step 3: Final answer\n\\boxed{18}",
+        "\\boxed{18} or \\boxed{19}",
+        "1e999999999",
+        "no answer",
+    ],
+)
+def test_grading_compares_exactly_the_vote_key(response):
+    for reference in ("18", "12", "1e999999999", "\\frac{36}{2}"):
+        expected = grade_answer(extract_answer(response), reference)
+        assert grade_math(response, reference) == expected
+
+
+def test_huge_exponents_are_compared_without_expanding_them():
+    assert grade_math("1e999999999", "1") == 0.0
+    assert grade_math("\\boxed{1e999999999}", "10^{999999999}") == 1.0
+    assert grade_math("\\boxed{10e999999998}", "1e999999999") == 1.0
+    assert grade_math("\\boxed{0e999999999}", "0") == 1.0
+    assert grade_math("\\boxed{2e-999999999}", "0") == 0.0
 
 
 def test_only_the_tail_of_a_huge_response_is_read():
@@ -323,5 +462,6 @@ def test_different_answers_grade_zero(response, reference):
     assert grade_math(response, reference) == 0.0
 
 
-def test_docstring_examples():
-    assert doctest.testmod(math_grader).failed == 0
+@pytest.mark.parametrize("module", [math_grader, numbers])
+def test_docstring_examples(module):
+    assert doctest.testmod(module).failed == 0

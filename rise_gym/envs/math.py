@@ -27,10 +27,11 @@ class MathGraderMixin:
 
     def grade(self, response: str, problem: Problem | None = None) -> Grade:
         """Grade the final answer in ``response`` (1 if it matches the reference)."""
-        from rise_gym.graders.math import extract_answer, grade_math
+        from rise_gym.graders.math import extract_answer, grade_answer
 
         problem = problem or self.problem
-        score = grade_math(response, problem.answer or "")
+        answer = extract_answer(response)  # the vote key, and exactly what is graded
+        score = grade_answer(answer, problem.answer or "")
         if score is None:
             if problem.id not in self._reported_ungradable:
                 self._reported_ungradable.add(problem.id)
@@ -40,8 +41,8 @@ class MathGraderMixin:
                     problem.id,
                     problem.answer,
                 )
-            return Grade(correct=False, answer=extract_answer(response), gradable=False)
-        return Grade(correct=score == 1.0, answer=extract_answer(response))
+            return Grade(correct=False, answer=answer, gradable=False)
+        return Grade(correct=score == 1.0, answer=answer)
 
 
 class MathEnv(MathGraderMixin, MultiTurnEnv):

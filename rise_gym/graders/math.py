@@ -1,30 +1,44 @@
 r"""Math answer grading: extract the final answer, normalise it, compare with the reference.
 
-Extraction (`extract_answer`): the grader reads the last `MAX_RESPONSE_CHARS` characters of
-a response (NUL bytes dropped) and takes the first of these rules that yields an answer:
+Extraction (`extract_answer`) reads the last `MAX_RESPONSE_CHARS` characters of a response
+(NUL bytes dropped) and takes the first of these rules that yields an answer:
 
-1. GSM8K: the text after the last ``####``, up to the end of its line.
-2. Boxed: the contents of ``\boxed{...}`` or ``\fbox{...}`` (nested braces allowed). A
-   response that boxes anything is judged by its boxes alone: every box must be closed and
-   non-empty, and all must agree after normalisation. An unclosed box, or several different
-   boxed answers (hedging), leave the response without an answer, which scores 0.
-3. A phrase: the text after the last "answer is" or "answer:" (any case), up to the end of
-   its sentence or line; a ``$...$`` span right after the phrase is taken whole.
-4. The last number in the text (``-1,234.5`` style).
+1. Marked answers: ``\boxed{...}`` or ``\fbox{...}`` (nested braces allowed) and GSM8K
+   ``#### answer`` lines. A ``####`` line that reads as a markdown heading
+   (``#### Step 3: Final answer``) marks nothing; one with an answer phrase
+   (``#### Final answer: 18``) marks the text after the phrase.
 
-An answer longer than `MAX_ANSWER_CHARS` counts as no answer.
+   **The last final answer counts**: a later marked answer supersedes an earlier one
+   ("\boxed{3} was wrong, so \boxed{4}" answers 4), except one right after a negation
+   ("\boxed{4}, not \boxed{3}" answers 4). **Hedging** is several different answers
+   offered together as final: the marked answers just before the final one that are
+   separated from it only by punctuation and connectives ("\boxed{3} or \boxed{4}",
+   "\boxed{3}, \boxed{4}"), or by a short hedge ("maybe", "possibly", "or") that corrects
+   nothing, are offered with it and must agree after normalisation. A hedge, or an
+   unclosed or empty box among them, leaves the response without an answer (score 0).
+2. A phrase: the text after the last "answer is" or "answer:" (any case), up to the end of
+   its sentence or line; a ``$...$`` span right after the phrase is taken whole when it
+   holds no sentence end (``$12. She spent $5`` answers 12).
+3. The last number in the text (``-1,234.5``, ``1.5e3`` style).
+
+An answer longer than `MAX_ANSWER_CHARS` counts as no answer, and so does one that names
+two different numbers as alternatives ("3 or 4").
 
 Normalisation (`normalize_answer`) drops ``$`` delimiters and signs, ``%``, degree marks,
 LaTeX spacing, ``\left``/``\right``, a trailing period, units after a number ("18 dollars",
-``5\text{ cm}``), a leading "x =" before a number and a worked equation before its
-numeric result (``5 + 4 = 9``), and turns ``\dfrac``/``\tfrac`` into
-``\frac``. An exact number (integer, decimal, ``a/b``, ``\frac{a}{b}``, thousands commas)
-becomes canonical: ``"18"`` for ``$18.00``, ``"0.5"`` for ``\frac{1}{2}``, ``"1/3"`` for
-``\frac{2}{6}``. So answers that are equal numbers vote together.
+``5\text{ cm}``), a remark after a number ("18 (since 9*2=18)", "18, because ..."), a
+leading "x =" before a number and a worked equation before its numeric result
+(``5 + 4 = 9``), and turns ``\dfrac``/``\tfrac`` into ``\frac``. An exact number (integer,
+decimal, ``a/b``, ``\frac{a}{b}``, thousands commas, scientific notation) becomes
+canonical: ``"18"`` for ``$18.00``, ``"0.5"`` for ``\frac{1}{2}``, ``"1/3"`` for
+``\frac{2}{6}``, ``"1500"`` for ``1.5e3`` (see `rise_gym.graders._numbers`).
 
-Comparison (`grade_math`): when both answers are exact numbers they are compared with exact
-rational arithmetic and math-verify is never called. Otherwise math-verify decides symbolic
-equivalence in a separate process under a hard timeout (see `rise_gym.graders._symbolic`).
+Comparison (`grade_answer`, `grade_math`): the grader compares exactly the normalised
+answer `extract_answer` returns, so that answers that vote together (majority votes group
+by this key) grade alike. When both answers are exact numbers they are compared with exact
+rational arithmetic and math-verify is never called. Otherwise math-verify decides
+symbolic equivalence in a separate process under a hard timeout (see
+`rise_gym.graders._symbolic`).
 
 Example:
     >>> grade_math("She pays 9 * 2 = $18.\n#### 18", "18")
@@ -35,18 +49,25 @@ Example:
 
 from __future__ import annotations
 
+import math
+import numbers
 import re
+import string
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass
 from fractions import Fraction
 
+from rise_gym.graders._numbers import HugeNumber, format_number, parse_number
 from rise_gym.graders._symbolic import verifier
 
 __all__ = [
     "DEFAULT_TIMEOUT",
     "MAX_ANSWER_CHARS",
     "MAX_RESPONSE_CHARS",
+    "MAX_TIMEOUT",
     "extract_answer",
+    "grade_answer",
     "grade_math",
     "last_boxed_content",
     "normalize_answer",
@@ -55,27 +76,48 @@ __all__ = [
 DEFAULT_TIMEOUT = 5.0
 """Seconds a symbolic comparison may take before it is killed and graded 0."""
 
+MAX_TIMEOUT = 3600.0
+"""The largest timeout accepted, in seconds."""
+
 MAX_RESPONSE_CHARS = 200_000
 """Only this many trailing characters of a response are read (bounds the work per call)."""
 
 MAX_ANSWER_CHARS = 1_000
 """Longer final answers are treated as no answer."""
 
-_MAX_NUMBER_CHARS = 400  # keeps the fast path's integer conversions trivial
-_BOX = re.compile(r"\\(?:boxed|fbox)\s*")
+_MAX_HEDGE_CHARS = 100  # a hedge ("or maybe") is short; longer text between answers is work
+_BOX = r"\\(?:boxed|fbox)\s*"
+_MARKER = re.compile(rf"{_BOX}|#{{4,}}")
 _BRACE_OR_ESCAPE = re.compile(r"\\.|[{}]", re.DOTALL)
 _ANSWER_PHRASE = re.compile(r"answer\s*(?:is\b(?!['’])\s*:?|:)\s*", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"[.;](?:\s|$)")
-_NUMBER_IN_TEXT = re.compile(r"(?<![\w.])(?:-(?=\d))?\d+(?:,\d{3})*(?:\.\d+)?")
+_NUMBER = r"(?:\d+(?:,\d{3})*(?:\.\d+)?|\.\d+)(?:[eE][+-]?\d+)?"
+_NUMBER_IN_TEXT = re.compile(rf"(?<![\w.])(?:-(?=[\d.]))?{_NUMBER}")
+_WORD = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")
+_HEADING_START = re.compile(r"(\d+[.)]\s+)?[A-Za-z]{2}")  # "Final answer", "2. Check"
+_HEADING_WORDS = {"answer", "final", "solution", "step", "summary", "conclusion", "result"}
+_CONNECTIVES = {"and", "or", "also", "either"}
+_CORRECTION_WORDS = re.compile(
+    r"\b(?:wrong|incorrect|mistakes?|errors?|actually|instead|rather|correct(?:ion|ed)|"
+    r"oops|wait|however|but|re-?(?:check|do|compute|calculate|consider|vise[ds]?))\b",
+    re.IGNORECASE,
+)
+_HEDGE_WORDS = re.compile(
+    r"\b(?:or|either|maybe|perhaps|possibly|alternatively|might|could)\b", re.IGNORECASE
+)
+_NEGATION_BEFORE = re.compile(r"(?:\bnot|n't|\brather than|\binstead of)[\s$(\\\[]*$", re.I)
+_ALTERNATIVES = re.compile(r"\s+or\s+|\s*\\(?:text|mbox)\{\s*or\s*\}\s*", re.IGNORECASE)
 
-_DECIMAL = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?")
-_RATIO = re.compile(r"([+-]?\d+)/(\d+)")
-_FRAC = re.compile(r"([+-]?)(\d*)\\frac(?:\{([+-]?[\d.]+)\}\{([\d.]+)\}|(\d)(\d))")
-_LEADING_NUMBER = re.compile(r"[+-]?(?:\d[\d,]*)?\.?\d+(?:/\d+)?")
+_LEADING_NUMBER = re.compile(r"[+-]?(?:\d[\d,]*)?\.?\d+(?:/\d+|[eE][+-]?\d+)?")
 _UNIT_WORDS = re.compile(r"(?:\s+[A-Za-z][A-Za-z.]*)+(?:\^\{?\d\}?)?\s*")
+_PAREN_REMARK = re.compile(r"(?<=\S)\s+\((?=[^()]*(?<![\\A-Za-z])[A-Za-z]{3,})[^()]*\)\s*$")
+_CLAUSE_REMARK = re.compile(
+    r"[,;:]?\s+(?:since|because|as|which|so|from|given|i\.e\.|that is)\b.*$",
+    re.IGNORECASE | re.DOTALL,
+)
 _TEXT_COMMAND = re.compile(r"\\(?:text|textbf|textrm|mbox|mathrm)\s*\{([^{}]*)\}")
 _ASSIGNMENT = re.compile(r"[A-Za-z]\s*=")
-_SPACING = re.compile(r"\\[!,;: ]|\\(?:left|right)(?![A-Za-z])|\^\s*\{?\\circ\}?|°")
+_SPACING = re.compile(r"(?<!\\)\\[!,;: ]|\\(?:left|right)(?![A-Za-z])|\^\s*\{?\\circ\}?|°")
 _SPACES = re.compile(r"\s+")
 _REMOVABLE_SPACE = re.compile(r"(?<![A-Za-z]) | (?![A-Za-z])")
 
@@ -87,37 +129,71 @@ def grade_math(response: str, reference: str, *, timeout: float = DEFAULT_TIMEOU
         response: The model's whole response.
         reference: The reference answer (``"18"``, ``"\frac{1}{2}"``), or a worked
             solution with a ``#### n`` line or a ``\boxed{}`` answer.
-        timeout: Seconds a symbolic comparison may run; past it the comparison is killed
-            and graded 0. Also enforced off the main thread and inside worker processes.
+        timeout: Seconds a symbolic comparison may run (at most `MAX_TIMEOUT`); past
+            it the comparison is killed and graded 0. Also enforced off the main thread
+            and inside worker processes.
 
     Returns:
         1.0 when the final answer equals the reference, 0.0 when it does not (or has no
         answer, hedges, or times out), None when the reference itself cannot be parsed:
         such a problem should be reported and skipped, not counted as wrong.
 
+    Raises:
+        TypeError: ``response`` or ``reference`` is not a str, or ``timeout`` not a number.
+        ValueError: ``timeout`` is not a positive number of seconds up to `MAX_TIMEOUT`.
+
     Example:
         >>> grade_math("The answer is 0.5.", "\\frac{1}{2}")
         1.0
     """
-    if timeout <= 0:
-        raise ValueError(f"timeout must be positive seconds, got {timeout!r}")
+    _require_str("response", response)
+    return grade_answer(extract_answer(response), reference, timeout=timeout)
+
+
+def grade_answer(
+    answer: str | None, reference: str, *, timeout: float = DEFAULT_TIMEOUT
+) -> float | None:
+    r"""Grade an answer as `extract_answer` returns it (the vote key) against a reference.
+
+    ``grade_math(response, reference)`` is ``grade_answer(extract_answer(response),
+    reference)``: callers that need both the key and the grade extract once.
+
+    Args:
+        answer: The normalised answer, or None when the response has none.
+        reference: As in `grade_math`.
+        timeout: As in `grade_math`.
+
+    Returns:
+        As `grade_math`.
+
+    Raises:
+        TypeError, ValueError: As `grade_math`.
+
+    Example:
+        >>> grade_answer("0.5", "\\frac{1}{2}")
+        1.0
+    """
+    if answer is not None:
+        _require_str("answer", answer)
+    _require_str("reference", reference)
+    timeout = _checked_timeout(timeout)
     gold = _reference_answer(reference)
-    if gold is None:
+    gold_key = None if gold is None else normalize_answer(gold)
+    if not gold_key:
         return None
-    pred = _extract_raw(response)
-    gold_number = _exact_number(normalize_answer(gold))
+    gold_number = parse_number(gold_key)
     if gold_number is not None:
-        if pred is None:
+        if answer is None:
             return 0.0
-        pred_number = _exact_number(normalize_answer(pred))
-        if pred_number is not None:
-            return float(pred_number == gold_number)
-    correct = verifier().check(_clean(gold), None if pred is None else _clean(pred), timeout)
+        number = parse_number(answer)
+        if number is not None or isinstance(gold_number, HugeNumber):
+            return float(number == gold_number)
+    correct = verifier().check(gold_key, answer, timeout)
     return None if correct is None else float(correct)
 
 
 def extract_answer(text: str) -> str | None:
-    r"""The normalised final answer of a response, as the grader reads it.
+    r"""The normalised final answer of a response: what the grader compares and votes group by.
 
     Environments report it as ``info["answer"]`` and majority votes group by it.
 
@@ -126,14 +202,20 @@ def extract_answer(text: str) -> str | None:
 
     Returns:
         The answer in the canonical form of `normalize_answer`, or None when the
-        response has no answer or hedges between several boxed answers.
+        response has no answer or hedges between different answers.
+
+    Raises:
+        TypeError: ``text`` is not a str.
 
     Example:
         >>> extract_answer("Total: 1,800 dollars.\n#### $1,800.00")
         '1800'
     """
-    answer = _extract_raw(text)
-    return None if answer is None else normalize_answer(answer) or None
+    _require_str("text", text)
+    answer = _extract_raw(text[-MAX_RESPONSE_CHARS:].replace("\x00", ""))
+    if answer is None or _offers_alternatives(answer):
+        return None
+    return normalize_answer(answer) or None
 
 
 def normalize_answer(answer: str) -> str:
@@ -146,29 +228,61 @@ def normalize_answer(answer: str) -> str:
         ``"18"``, ``"0.5"``, ``"1/3"`` for exact numbers; otherwise the answer with
         delimiters, spacing, units and decorations removed (possibly empty).
 
+    Raises:
+        TypeError: ``answer`` is not a str.
+
     Example:
         >>> normalize_answer("$1,234.50$.")
         '1234.5'
     """
+    _require_str("answer", answer)
     text = _clean(answer)
-    for candidate in (text, _without_assignment(text), _result_of_equation(text)):
-        number = _exact_number(_without_units(candidate))
-        if number is not None:
-            return _format_number(number)
-    text = _TEXT_COMMAND.sub(r"\1", text)
+    number = _number_in(text)
+    if number is not None:
+        return format_number(number)
+    text = _PAREN_REMARK.sub("", _TEXT_COMMAND.sub(r"\1", text))
     return _REMOVABLE_SPACE.sub("", _SPACES.sub(" ", text)).strip()
 
 
 def last_boxed_content(text: str) -> str | None:
     r"""The contents of the last closed ``\boxed{...}`` (or ``\fbox{...}``) in ``text``."""
-    boxes = _boxed_contents(text)
+    _require_str("text", text)
+    pairs = _brace_pairs(text)
+    boxes = [_braced(text, match.end(), pairs) for match in re.finditer(_BOX, text)]
     return boxes[-1] if boxes and boxes[-1] is not None else None
+
+
+@dataclass(frozen=True)
+class _Marked:
+    """One marked answer: where it lies and what it says (None: unclosed or empty box)."""
+
+    start: int
+    end: int
+    answer: str | None
+
+
+def _require_str(name: str, value: object) -> None:
+    if not isinstance(value, str):
+        hint = (
+            "; decode bytes first, e.g. value.decode('utf-8')" if isinstance(value, bytes) else ""
+        )
+        raise TypeError(f"{name} must be a str, got {type(value).__name__}{hint}")
+
+
+def _checked_timeout(timeout: object) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+        raise TypeError(f"timeout must be a number of seconds, got {type(timeout).__name__}")
+    if not (math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT):
+        raise ValueError(
+            f"timeout must be positive seconds, at most {MAX_TIMEOUT:g}, got {timeout!r}"
+        )
+    return float(timeout)
 
 
 def _reference_answer(reference: str) -> str | None:
     """The answer inside a reference: marked (#### or boxed) if marked, else all of it."""
-    reference = reference.replace("\x00", "")
-    if "####" in reference or _BOX.search(reference):
+    reference = reference[-MAX_RESPONSE_CHARS:].replace("\x00", "")
+    if _MARKER.search(reference):
         return _extract_raw(reference)
     reference = reference.strip()
     return reference if 0 < len(reference) <= MAX_ANSWER_CHARS else None
@@ -180,51 +294,116 @@ def _extract_raw(text: str) -> str | None:
     Each rule returns None when it does not apply (the next one is tried) and an empty
     string when it applies but finds no usable answer (the response has none).
     """
-    text = text[-MAX_RESPONSE_CHARS:].replace("\x00", "")
-    for rule in (_after_hashes, _agreed_box, _after_phrase, _last_number):
+    for rule in (_final_marked, _after_phrase, _last_number):
         answer = rule(text)
         if answer is not None:
             return answer.strip() if 0 < len(answer.strip()) <= MAX_ANSWER_CHARS else None
     return None
 
 
-def _after_hashes(text: str) -> str | None:
-    start = text.rfind("####")
-    if start < 0:
+def _final_marked(text: str) -> str | None:
+    """The last marked answer, or "" when it is malformed or offered with different ones."""
+    marked = _marked_answers(text)
+    if not marked:
         return None
-    end = text.find("\n", start)
-    return text[start + 4 : end if end >= 0 else len(text)].strip() or None
+    final = len(marked) - 1
+    while final > 0 and _NEGATION_BEFORE.search(text[marked[final - 1].end : marked[final].start]):
+        final -= 1  # "\boxed{4}, not \boxed{3}": the negated one is no answer
+    first = final
+    while first > 0 and _offered_together(text[marked[first - 1].end : marked[first].start]):
+        first -= 1
+    offered = {m.answer for m in marked[first : final + 1]}
+    if None in offered or len({normalize_answer(a) for a in offered if a is not None}) > 1:
+        return ""
+    return marked[final].answer
 
 
-def _agreed_box(text: str) -> str | None:
-    boxes = _boxed_contents(text)
-    if not boxes:
-        return None
-    if any(box is None or not box.strip() for box in boxes):
-        return ""  # a malformed box: the response has no answer
-    if len({normalize_answer(box) for box in set(boxes) if box}) > 1:
-        return ""  # hedging between different answers
-    return boxes[-1]
+def _marked_answers(text: str) -> list[_Marked]:
+    """Every box and answer-bearing ``####`` line, in order, nested boxes left out."""
+    found: list[_Marked] = []
+    pairs = _brace_pairs(text)
+    for match in _MARKER.finditer(text):
+        if found and match.start() < found[-1].end:
+            continue
+        if match.group().startswith("#"):
+            end = text.find("\n", match.end())
+            end = len(text) if end < 0 else end
+            answer = _hash_line_answer(text[match.end() : end])
+            if answer is not None:
+                found.append(_Marked(match.start(), end, answer))
+            continue
+        content = _braced(text, match.end(), pairs)
+        if content is None or not content.strip():
+            found.append(_Marked(match.start(), match.end(), None))
+        else:
+            end = match.end() + len(content) + 2
+            found.append(_Marked(match.start(), end, _unboxed(content)))
+    return found
 
 
-def _boxed_contents(text: str) -> list[str | None]:
-    """Contents of every box in order; None for a box that is not closed."""
-    return [_braced(text, box.end()) for box in _BOX.finditer(text)]
+def _unboxed(content: str) -> str:
+    r"""``\boxed{5}`` -> ``5``: the contents of a box that fills a box."""
+    stripped = content.strip()
+    box = re.match(_BOX, stripped)
+    if box is None:
+        return content
+    inner = _braced(stripped, box.end(), _brace_pairs(stripped))
+    if inner is None or box.end() + len(inner) + 2 != len(stripped):
+        return content
+    return _unboxed(inner)
 
 
-def _braced(text: str, start: int) -> str | None:
-    """The text inside the brace group opening at ``start`` (escaped braces skipped)."""
-    if not text.startswith("{", start):
-        return None
-    depth = 0
-    for token in _BRACE_OR_ESCAPE.finditer(text, start, start + MAX_ANSWER_CHARS + 2):
+def _hash_line_answer(line: str) -> str | None:
+    """The answer a ``####`` line gives; None for a markdown heading or an empty line."""
+    line = line.strip().strip("*").strip()
+    phrase = _last(_ANSWER_PHRASE.finditer(line))
+    if phrase is not None and line[phrase.end() :].strip():
+        return _after_phrase(line)
+    words = {word.lower() for word in _WORD.findall(line)}
+    start = _HEADING_START.match(line)
+    heading = start is not None and (
+        start.group(1) or len(words) > 1 or line.endswith(":") or words & _HEADING_WORDS
+    )
+    return None if heading or not line else line
+
+
+def _offered_together(between: str) -> bool:
+    """Whether two marked answers with ``between`` between them are offered as alternatives."""
+    if len(between) > _MAX_HEDGE_CHARS or _CORRECTION_WORDS.search(between):
+        return False
+    if _HEDGE_WORDS.search(between):
+        return True
+    words = {word.lower() for word in _WORD.findall(between)}
+    return words <= _CONNECTIVES and not any(character.isdigit() for character in between)
+
+
+def _offers_alternatives(answer: str) -> bool:
+    """Whether an answer names different numbers as alternatives ("3 or 4")."""
+    parts = _ALTERNATIVES.split(answer)
+    if len(parts) < 2:
+        return False
+    values = [_number_in(_clean(part)) for part in parts]
+    return None not in values and len(set(values)) > 1
+
+
+def _brace_pairs(text: str) -> dict[int, int]:
+    """Position of each ``{`` -> position of its matching ``}`` (escaped braces skipped)."""
+    pairs: dict[int, int] = {}
+    opened: list[int] = []
+    for token in _BRACE_OR_ESCAPE.finditer(text):
         if token.group() == "{":
-            depth += 1
-        elif token.group() == "}":
-            depth -= 1
-            if depth == 0:
-                return text[start + 1 : token.start()]
-    return None
+            opened.append(token.start())
+        elif token.group() == "}" and opened:
+            pairs[opened.pop()] = token.start()
+    return pairs
+
+
+def _braced(text: str, start: int, pairs: dict[int, int]) -> str | None:
+    """The text inside the brace group opening at ``start``; None if unclosed or too long."""
+    end = pairs.get(start)
+    if end is None or end - start - 1 > MAX_ANSWER_CHARS:
+        return None
+    return text[start + 1 : end]
 
 
 def _after_phrase(text: str) -> str | None:
@@ -233,9 +412,10 @@ def _after_phrase(text: str) -> str | None:
         return None
     end = text.find("\n", phrase.end())
     rest = text[phrase.end() : end if end >= 0 else len(text)].strip()
-    if rest.startswith("$"):  # a math span is taken whole, periods and all
-        closing = rest.find("$", len(rest) - len(rest.lstrip("$")))
-        if closing > 0:
+    if rest.startswith("$"):  # a math span is taken whole, decimal points and all
+        opening = len(rest) - len(rest.lstrip("$"))
+        closing = rest.find("$", opening)
+        if closing > 0 and not _SENTENCE_END.search(rest, opening, closing):
             return rest[:closing]
     sentence_end = _SENTENCE_END.search(rest)
     return (rest[: sentence_end.start()] if sentence_end else rest) or None
@@ -256,21 +436,31 @@ def _clean(answer: str) -> str:
     text = _SPACING.sub(" ", answer.replace("\x00", ""))
     text = text.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("{,}", ",")
     text = text.replace("\\$", "").replace("$", "").replace("\\%", "").replace("%", "")
-    text = text.strip().strip("*").strip()
+    text = text.strip(string.whitespace + "*")
     for opening, closing in (("\\(", "\\)"), ("\\[", "\\]")):
         if text.startswith(opening) and text.endswith(closing):
             text = text[2:-2].strip()
     return text.rstrip(".,;: ").strip()
 
 
+def _number_in(text: str) -> Fraction | HugeNumber | None:
+    """The exact number a cleaned answer states, trying the forms normalisation accepts."""
+    for candidate in (text, _without_assignment(text), _result_of_equation(text)):
+        number = parse_number(_without_units(candidate).replace(" ", ""))
+        if number is not None:
+            return number
+    return None
+
+
 def _without_units(text: str) -> str:
-    """``"18 dollars"`` -> ``"18"``: a leading number followed only by words is kept."""
+    """``"18 dollars"``, ``"18 (since 9*2=18)"`` -> ``"18"``: a leading number and words."""
     number = _LEADING_NUMBER.match(text)
     if number is None:
         return text
     rest = _TEXT_COMMAND.sub(r" \1", text[number.end() :])
+    rest = _PAREN_REMARK.sub("", _CLAUSE_REMARK.sub("", rest))
     words = rest.lower().split()
-    if rest and _UNIT_WORDS.fullmatch(rest) and "and" not in words and "or" not in words:
+    if not rest.strip() or (_UNIT_WORDS.fullmatch(rest) and not {"and", "or"} & set(words)):
         return number.group()
     return text
 
@@ -284,42 +474,3 @@ def _without_assignment(text: str) -> str:
 def _result_of_equation(text: str) -> str:
     """``"5 + 4 = 9"`` -> ``"9"``: the last side of a worked equation (kept if it is a number)."""
     return text.rpartition("=")[2].strip()
-
-
-def _exact_number(text: str) -> Fraction | None:
-    r"""The value of a plain number (decimal, ``a/b``, ``\frac{a}{b}``, mixed), else None."""
-    text = text.replace(" ", "")
-    if not text or len(text) > _MAX_NUMBER_CHARS:
-        return None
-    if _DECIMAL.fullmatch(text) and any(character.isdigit() for character in text):
-        return Fraction(text.replace(",", ""))
-    ratio = _RATIO.fullmatch(text)
-    if ratio and int(ratio.group(2)):
-        return Fraction(int(ratio.group(1)), int(ratio.group(2)))
-    frac = _FRAC.fullmatch(text)
-    if frac:
-        sign, whole, numerator, denominator, digit_up, digit_down = frac.groups()
-        top, bottom = _exact_number(numerator or digit_up), _exact_number(denominator or digit_down)
-        if top is None or not bottom or (whole and not 0 <= top < bottom):
-            return None
-        value = int(whole or 0) + top / bottom  # 2\frac{1}{2}: a mixed number, as MATH writes them
-        return -value if sign == "-" else value
-    return None
-
-
-def _format_number(value: Fraction) -> str:
-    """Integers plainly, terminating decimals as decimals, other fractions as ``p/q``."""
-    if value.denominator == 1:
-        return str(value.numerator)
-    twos = fives = 0
-    rest = value.denominator
-    while rest % 2 == 0:
-        rest, twos = rest // 2, twos + 1
-    while rest % 5 == 0:
-        rest, fives = rest // 5, fives + 1
-    if rest != 1:
-        return f"{value.numerator}/{value.denominator}"
-    places = max(twos, fives)
-    digits = str(abs(value.numerator) * 10**places // value.denominator).rjust(places + 1, "0")
-    sign = "-" if value < 0 else ""
-    return f"{sign}{digits[:-places]}.{digits[-places:]}"
