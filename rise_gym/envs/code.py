@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from rise_gym.data.rows import FieldError, text_field
 from rise_gym.data.sources import DatasetSpec, PackageFile, Row, load_split
 from rise_gym.envs.base import Grade, MultiTurnEnv
 from rise_gym.graders.code import DEFAULT_TIMEOUT, CodeResult, grade_code
@@ -198,6 +199,8 @@ def load_code_problems(
 
 def _humaneval_problem(row: Row, split: str) -> Problem:
     """HumanEval rows: task_id, prompt, canonical_solution, test, entry_point."""
+    for name in ("task_id", "prompt", "canonical_solution", "test", "entry_point"):
+        text_field(row, name)
     entry_point = row["entry_point"]
     return Problem(
         id=f"humaneval/{split}/{row['task_id'].rsplit('/', 1)[-1]}",
@@ -211,7 +214,15 @@ def _humaneval_problem(row: Row, split: str) -> Problem:
 
 def _mbpp_problem(row: Row, split: str) -> Problem:
     """MBPP rows: the task and its first test as the question, every test_list assert as tests."""
-    test_list = list(row["test_list"])
+    test_list = row.get("test_list")
+    if (
+        not test_list
+        or not isinstance(test_list, list)
+        or not all(isinstance(test, str) for test in test_list)
+    ):
+        raise FieldError('field "test_list" must be a non-empty list of assert strings')
+    text_field(row, "code")
+    text_field(row, "text" if "text" in row else "prompt")
     setup = row.get("test_setup_code") or "\n".join(row.get("test_imports") or [])
     text = row["text"] if "text" in row else row["prompt"]
     return Problem(
