@@ -74,6 +74,7 @@ OPTIONS = (
     "data_shape",
     "data_filter",
     "drop_unimproved",
+    "self_refine",
     "ood_retry_prompts",
     "tau",
     "history_window",

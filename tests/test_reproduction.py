@@ -108,12 +108,16 @@ def test_an_expert_run_in_the_same_folder_shares_the_base_and_boost_steps(
     shared = {path: path.stat().st_mtime_ns for path in (run / "eval").glob("base-*.jsonl")}
     shared[run / "boost" / "eval.jsonl"] = (run / "boost" / "eval.jsonl").stat().st_mtime_ns
     settings = replace(
-        tiny_settings(tiny_model_dir, run), improvement="expert", ood_retry_prompts=True
+        tiny_settings(tiny_model_dir, run),
+        improvement="expert",
+        ood_retry_prompts=True,
+        self_refine=False,
     )
     distilled = run_reproduction(settings, progress=False)
     assert {path: path.stat().st_mtime_ns for path in shared} == shared  # reused, not redone
     for row in ("base: sequential", "boost: sequential"):
         assert distilled.rows[row] == self_distilled.rows[row]
+    assert not any("self-refine" in row for row in distilled.rows)  # self_refine=False
     table = (run / "results-expert-arithmetic.md").read_text()
     assert "distillation from an oracle-quality expert (arithmetic)" in table
     for prompt in ("terse", "reconsider", "checker"):  # retry prompts unseen in training
@@ -174,6 +178,7 @@ def test_cpu_script_keeps_its_options_and_defaults():
         "data_shape": "all_turns",
         "data_filter": "all",
         "drop_unimproved": True,
+        "self_refine": True,
         "ood_retry_prompts": False,
         "tau": 0.4,
         "history_window": 2,

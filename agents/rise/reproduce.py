@@ -150,6 +150,10 @@ class ReproductionSettings:
         default=None,
         metadata=_help("Context length of the vLLM engine (vllm only; none: model's)."),
     )
+    self_refine: bool = field(
+        default=True,
+        metadata=_help("Evaluate the untrained model with self-refine too (k LLM calls)."),
+    )
     ood_retry_prompts: bool = field(
         default=False,
         metadata=_help(
@@ -436,12 +440,13 @@ def run_reproduction(
         base = rise.llm
         score("base: sequential", SequentialRetry(base, greedy), "base-sequential")
         score_parallel(f"base: parallel k={k}", None, "base-parallel")
-        score(
-            f"base: self-refine ({refine_turns} turns)",
-            SelfRefine(base, greedy),
-            "base-self-refine",
-            turns=refine_turns,
-        )
+        if settings.self_refine:
+            score(
+                f"base: self-refine ({refine_turns} turns)",
+                SelfRefine(base, greedy),
+                "base-self-refine",
+                turns=refine_turns,
+            )
         rise.learn(settings.env_id, settings.env_kwargs)
         if settings.boost and not settings.full_finetune:  # the model RISE starts from
             boosted = settings.output / "boost"
