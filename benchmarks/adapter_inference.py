@@ -12,7 +12,7 @@ Without ``--adapter`` the adapter is a fresh LoRA with the RWR trainer's default
 three runs must answer alike, and it costs what a trained adapter of that shape costs.
 
     python benchmarks/adapter_inference.py
-    python benchmarks/adapter_inference.py --adapter runs/reproduce_cpu/rise/boost/model
+    python benchmarks/adapter_inference.py --adapter runs/reproduce_cpu/boost/model
 """
 
 from __future__ import annotations

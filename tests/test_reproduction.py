@@ -158,49 +158,43 @@ def test_training_precision_follows_the_generation_dtype():
     assert bf16 == {"auto": None, "float32": False, "bfloat16": True, "float16": None}
 
 
-def test_cpu_script_keeps_its_options_and_defaults():
-    script = load_script("reproduce_cpu")
-    args = vars(script.build_parser().parse_args([]))
-    assert args == {
-        "difficulty": 4,
-        "dtype": "bfloat16",
-        "eval_problems": 300,
-        "train_problems": 64,
-        "boost_problems": 200,
-        "boost": True,
-        "iterations": 2,
-        "improvement": "self",
-        "expert": "arithmetic",
-        "num_samples": 16,
-        "sample_temperature": 0.7,
-        "rollout_temperature": 0.0,
-        "collect_stop_on_correct": False,
-        "data_shape": "all_turns",
-        "data_filter": "all",
-        "drop_unimproved": True,
-        "self_refine": True,
-        "ood_retry_prompts": False,
-        "tau": 0.4,
-        "history_window": 2,
-        "max_new_tokens": 48,
-        "learning_rate": 5e-4,
-        "epochs": 2.0,
-        "batch_size": 64,
-        "seed": 0,
-        "output": Path("runs/reproduce_cpu"),
-    }
-    assert (script.DEFAULTS.per_device_batch_size, script.DEFAULTS.max_seq_length) == (16, 512)
-
-
-def test_gpu_script_has_the_documented_defaults():
-    script = load_script("reproduce_gsm8k_gpu")
+def test_cpu_preset_is_the_default_and_every_option_overrides_it():
+    script = load_script("reproduce")
     args = script.build_parser().parse_args([])
+    assert (args.preset, args.difficulty, args.dtype, args.eval_problems) == (
+        "cpu",
+        4,
+        "bfloat16",
+        300,
+    )
+    assert (args.train_problems, args.boost_problems, args.iterations) == (64, 200, 2)
+    assert (args.improvement, args.num_samples, args.sample_temperature) == ("self", 16, 0.7)
+    assert (args.data_shape, args.data_filter, args.drop_unimproved) == ("all_turns", "all", True)
+    assert not args.collect_stop_on_correct and args.self_refine and not args.ood_retry_prompts
+    assert (args.max_new_tokens, args.learning_rate, args.output) == (
+        48,
+        5e-4,
+        Path("runs/reproduce_cpu"),
+    )
+    cpu = script.PRESETS["cpu"]
+    assert (cpu.per_device_batch_size, cpu.max_seq_length, cpu.env_kwargs) == (
+        16,
+        512,
+        {"difficulty": 4},
+    )
+    every_option = {action.dest for action in script.build_parser()._actions}
+    assert set(script.OPTIONS) <= every_option
+
+
+def test_gpu_preset_has_the_documented_defaults():
+    script = load_script("reproduce")
+    args = script.build_parser("gsm8k-gpu").parse_args(["--preset", "gsm8k-gpu"])
     assert args.model == "Qwen/Qwen2.5-0.5B-Instruct" and args.backend == "vllm"
     assert (args.eval_problems, args.train_problems, args.iterations) == (500, 1000, 2)
     assert (args.num_samples, args.max_new_tokens, args.history_window) == (8, 512, 2)
-    assert args.boost and not args.full_finetune
-    assert script.DEFAULTS.env_id == "RISE-GSM8K-v0"
-    reduced = script.build_parser().parse_args(
+    assert args.boost and not args.full_finetune and args.difficulty is None
+    assert script.PRESETS["gsm8k-gpu"].env_id == "RISE-GSM8K-v0"
+    reduced = script.build_parser("gsm8k-gpu").parse_args(
         ["--eval-problems", "200", "--train-problems", "256", "--iterations", "1"]
     )
     assert (reduced.eval_problems, reduced.train_problems, reduced.iterations) == (200, 256, 1)
@@ -209,7 +203,7 @@ def test_gpu_script_has_the_documented_defaults():
 @pytest.mark.skipif(has_cuda(), reason="checks the message where no GPU is")
 def test_gpu_script_without_a_gpu_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_:
-        load_script("reproduce_gsm8k_gpu").main(["--output", "unused"])
+        load_script("reproduce").main(["--preset", "gsm8k-gpu", "--output", "unused"])
     assert exit_.value.code == 2
     error = capsys.readouterr().err
     assert "needs a CUDA GPU" in error and "backend='transformers'" in error
@@ -222,7 +216,7 @@ def test_gpu_script_without_vllm_names_the_extra(capsys, monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine
     with pytest.raises(SystemExit) as exit_:
-        load_script("reproduce_gsm8k_gpu").main(["--output", "unused"])
+        load_script("reproduce").main(["--preset", "gsm8k-gpu", "--output", "unused"])
     assert exit_.value.code == 2
     error = capsys.readouterr().err
     assert "pip install 'rise-gym[vllm]'" in error and "Traceback" not in error

@@ -6,8 +6,8 @@ it with RISE (`RISEAgent.learn`: boost, then iterations of self-distillation or 
 distillation from an expert), evaluates the trained model sequentially and in parallel,
 and writes the table with the gaps m1@tk - m1@t1 (does the model improve over turns?)
 and m1@tk - mk@t1 (do turns beat parallel samples?), and the right-to-wrong and
-wrong-to-right transitions between consecutive turns. ``benchmarks/reproduce_cpu.py``
-and ``benchmarks/reproduce_gsm8k_gpu.py`` are thin command-line wrappers.
+wrong-to-right transitions between consecutive turns. ``benchmarks/reproduce.py`` is
+its command line, with a CPU and a GPU preset.
 
 Every step writes under ``settings.output`` and a re-run resumes from it. Runs of several
 RISE configurations (``--improvement self`` and ``--improvement expert``, say) into the
