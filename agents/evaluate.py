@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agents.base import Agent
-from agents.rollout import rollout
+from agents.rollout import Rollout, plan_rollout
 from rise_gym.metrics import Estimate, summarize
 from rise_gym.records import EpisodeRecord
 
@@ -40,12 +41,14 @@ def evaluate(
     output: str | Path | None = None,
     batch_size: int | None = None,
     progress: bool = True,
+    settings: Mapping[str, Any] | None = None,
 ) -> Evaluation:
     """Run ``agent`` on the first ``num_problems`` problems without an oracle and score it.
 
     Episodes run all ``max_turns`` turns (no oracle stop), so both p1@tk (any of the
     first k answers correct) and m1@tk (majority of the first k answers) come from the
     same records; agents that record parallel samples also get mk@t1 and pk@t1.
+    `plan_evaluation` then `run_evaluation` do the same in two steps.
 
     Args:
         env_id: A registered environment id.
@@ -54,23 +57,61 @@ def evaluate(
         max_turns: Turns per episode (parallel-sampling agents always play one).
         seed: Seed of the episodes.
         env_kwargs: Extra keyword arguments for ``gym.make``.
-        output: JSONL file of episode records (resumable).
+        output: JSONL file of episode records (resumable; refused if it holds episodes
+            of other settings).
         batch_size: Most observations per ``agent.act`` call.
         progress: Show a progress bar.
+        settings: What else decides the outcomes (model, sampling, ...); see `rollout`.
 
     Returns:
         The metrics and the records.
     """
+    plan = plan_evaluation(
+        env_id,
+        agent,
+        num_problems=num_problems,
+        max_turns=max_turns,
+        seed=seed,
+        env_kwargs=env_kwargs,
+        output=output,
+        settings=settings,
+    )
+    return run_evaluation(plan, batch_size=batch_size, progress=progress)
+
+
+def plan_evaluation(
+    env_id: str,
+    agent: Agent,
+    *,
+    num_problems: int,
+    max_turns: int = 5,
+    seed: int = 0,
+    env_kwargs: dict[str, Any] | None = None,
+    output: str | Path | None = None,
+    settings: Mapping[str, Any] | None = None,
+) -> Rollout:
+    """The rollout `evaluate` plays, checked, with ``output``'s episodes read; nothing played.
+
+    Raises:
+        ValueError: ``num_problems`` is out of range.
+        ResultsError: ``output`` cannot be resumed (see `resume_records`).
+    """
     kwargs = {**(env_kwargs or {}), "max_turns": max_turns, "stop_on_correct": False}
-    records = rollout(
+    return plan_rollout(
         env_id,
         agent,
         num_episodes=num_problems,
         seed=seed,
         env_kwargs=kwargs,
         output=output,
-        batch_size=batch_size,
-        progress=progress,
+        settings=settings,
     )
-    turns = 1 if getattr(agent, "single_turn", False) else max_turns
-    return Evaluation(env_id, agent.name, summarize(records, max_turns=turns), records)
+
+
+def run_evaluation(
+    plan: Rollout, *, batch_size: int | None = None, progress: bool = True
+) -> Evaluation:
+    """Play a `plan_evaluation` rollout's pending episodes and score all of them."""
+    records = plan.run(batch_size=batch_size, progress=progress)
+    metrics = summarize(records, max_turns=plan.env_kwargs["max_turns"])
+    return Evaluation(plan.env_id, plan.agent.name, metrics, records)

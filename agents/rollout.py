@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,14 @@ from tqdm.auto import tqdm
 import rise_gym
 from agents.base import Action, Agent, as_action
 from rise_gym.envs.base import MultiTurnEnv
-from rise_gym.records import EpisodeRecord, Sample, TurnRecord, append_record, read_records
+from rise_gym.records import (
+    EpisodeRecord,
+    Sample,
+    TurnRecord,
+    append_record,
+    fingerprint,
+    resume_records,
+)
 from rise_gym.spaces import Conversation
 
 
@@ -29,12 +36,14 @@ def rollout(
     shuffle: bool = False,
     batch_size: int | None = None,
     progress: bool = True,
+    settings: Mapping[str, Any] | None = None,
 ) -> list[EpisodeRecord]:
     """Run ``num_episodes`` episodes of ``env_id`` with ``agent``, batching every turn.
 
     All live episodes' observations go to ``agent.act`` in one call per turn (in chunks
     of ``batch_size`` if given). Finished episodes are appended to ``output`` as they
-    end, so an interrupted run resumes without redoing them.
+    end, so an interrupted run resumes without redoing them. `plan_rollout` then
+    `Rollout.run` do the same in two steps (to load a model only when needed).
 
     Args:
         env_id: A registered id, e.g. ``"RISE-Arithmetic-v0"``.
@@ -43,46 +52,146 @@ def rollout(
         seed: Seeds the environments and, with ``shuffle``, the choice of problems.
         env_kwargs: Keyword arguments for ``gym.make`` (max_turns, stop_on_correct, ...).
             An agent with ``single_turn = True`` (parallel sampling) gets ``max_turns=1``.
-        output: JSONL file of episode records; existing records are reused.
+        output: JSONL file of episode records; its records of the same settings are
+            reused, and records of other settings are refused.
         shuffle: Pose a seeded random subset of problems instead of the first ones.
         batch_size: Most observations per ``agent.act`` call; None sends all at once.
         progress: Show a progress bar.
+        settings: What else decides the episodes' outcomes (model, sampling, ...),
+            recorded in every episode beside the environment, its arguments, the agent's
+            name and the seed.
 
     Returns:
         The records of all ``num_episodes`` episodes (reused and new), in problem order.
+
+    Raises:
+        ResultsError: ``output`` cannot be resumed (see `resume_records`).
     """
+    plan = plan_rollout(
+        env_id,
+        agent,
+        num_episodes=num_episodes,
+        seed=seed,
+        env_kwargs=env_kwargs,
+        output=output,
+        shuffle=shuffle,
+        settings=settings,
+    )
+    return plan.run(batch_size=batch_size, progress=progress)
+
+
+def plan_rollout(
+    env_id: str,
+    agent: Agent,
+    *,
+    num_episodes: int,
+    seed: int = 0,
+    env_kwargs: dict[str, Any] | None = None,
+    output: str | Path | None = None,
+    shuffle: bool = False,
+    settings: Mapping[str, Any] | None = None,
+) -> Rollout:
+    """Check a rollout and read the episodes ``output`` already holds, playing none.
+
+    Takes the arguments of `rollout` but ``batch_size`` and ``progress``; the agent is
+    not called, so its model may load later (only if `Rollout.pending` is not empty).
+
+    Raises:
+        ValueError: ``num_episodes`` is out of range, or ``seed`` is negative.
+        ResultsError: ``output`` cannot be resumed (see `resume_records`).
+    """
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
     env_kwargs = dict(env_kwargs or {})
     if getattr(agent, "single_turn", False):
         env_kwargs["max_turns"] = 1
     template = _make_env(env_id, env_kwargs)
     indices = _problem_indices(len(template.problems), num_episodes, seed, shuffle)
-    finished = {record.index: record for record in read_records(output)} if output else {}
-    stale = [r for r in finished.values() if r.env_id != env_id or r.agent != agent.name]
-    if stale:
-        raise ValueError(
-            f"{output} holds episodes of {stale[0].agent!r} on {stale[0].env_id!r}, not of "
-            f"{agent.name!r} on {env_id!r}; pass another output path"
-        )
-    pending = [index for index in indices if index not in finished]
-    bar = tqdm(
-        total=len(indices),
-        initial=len(indices) - len(pending),
-        disable=not progress,
-        desc=f"{agent.name} on {env_id}",
-        unit="episode",
+    key = {
+        **(settings or {}),
+        "env_id": env_id,
+        **{f"env.{name}": value for name, value in env_kwargs.items()},
+        "agent": agent.name,
+        "seed": seed,
+    }
+    finished = resume_records(output, key) if output else []
+    return Rollout(
+        env_id,
+        agent,
+        env_kwargs,
+        seed,
+        indices,
+        {record.index: record for record in finished},
+        None if output is None else Path(output),
+        fingerprint(key),
     )
-    live = [_start_episode(env_id, env_kwargs, agent.name, index, seed) for index in pending]
-    while live:
-        for chunk in _chunks(live, batch_size or len(live)):
-            _play_turn(chunk, agent)
-            for episode in (e for e in chunk if e.done):
-                finished[episode.record.index] = episode.record
-                if output:
-                    append_record(output, episode.record)
-                bar.update(1)
-        live = [episode for episode in live if not episode.done]
-    bar.close()
-    return [finished[index] for index in indices]
+
+
+@dataclass
+class Rollout:
+    """Episodes to play, as `plan_rollout` checked them.
+
+    Attributes:
+        env_id: The environment id.
+        agent: The agent.
+        env_kwargs: Keyword arguments of every ``gym.make``.
+        seed: The base seed (problem ``i`` is reset with ``seed + i``).
+        indices: The problems to pose, in order.
+        finished: Episodes ``output`` already holds, by problem index.
+        output: The episodes file, or None.
+        settings: What every new record carries as its ``settings``.
+    """
+
+    env_id: str
+    agent: Agent
+    env_kwargs: dict[str, Any]
+    seed: int
+    indices: list[int]
+    finished: dict[int, EpisodeRecord]
+    output: Path | None
+    settings: dict[str, Any]
+
+    @property
+    def pending(self) -> list[int]:
+        """The problems still to play."""
+        return [index for index in self.indices if index not in self.finished]
+
+    def run(self, *, batch_size: int | None = None, progress: bool = True) -> list[EpisodeRecord]:
+        """Play the pending episodes (see `rollout`); return every record in problem order."""
+        pending = self.pending
+        bar = tqdm(
+            total=len(self.indices),
+            initial=len(self.indices) - len(pending),
+            disable=not progress,
+            desc=f"{self.agent.name} on {self.env_id}",
+            unit="episode",
+        )
+        live = [self._start(index) for index in pending]
+        while live:
+            for chunk in _chunks(live, batch_size or len(live)):
+                _play_turn(chunk, self.agent)
+                for episode in (e for e in chunk if e.done):
+                    self.finished[episode.record.index] = episode.record
+                    if self.output:
+                        append_record(self.output, episode.record)
+                    bar.update(1)
+            live = [episode for episode in live if not episode.done]
+        bar.close()
+        return [self.finished[index] for index in self.indices]
+
+    def _start(self, index: int) -> _Episode:
+        env = _make_env(self.env_id, self.env_kwargs)
+        observation, info = env.reset(seed=self.seed + index, options={"index": index})
+        record = EpisodeRecord(
+            env_id=self.env_id,
+            problem_id=info["problem_id"],
+            index=index,
+            reference=info["reference"],
+            agent=self.agent.name,
+            seed=self.seed + index,
+            settings=self.settings,
+        )
+        return _Episode(env, observation, record)
 
 
 @dataclass
@@ -109,22 +218,6 @@ def _problem_indices(available: int, wanted: int, seed: int, shuffle: bool) -> l
     if shuffle:
         return sorted(int(i) for i in np.random.default_rng(seed).permutation(available)[:wanted])
     return list(range(wanted))
-
-
-def _start_episode(
-    env_id: str, env_kwargs: dict[str, Any], agent_name: str, index: int, seed: int
-) -> _Episode:
-    env = _make_env(env_id, env_kwargs)
-    observation, info = env.reset(seed=seed + index, options={"index": index})
-    record = EpisodeRecord(
-        env_id=env_id,
-        problem_id=info["problem_id"],
-        index=index,
-        reference=info["reference"],
-        agent=agent_name,
-        seed=seed + index,
-    )
-    return _Episode(env, observation, record)
 
 
 def _play_turn(episodes: Sequence[_Episode], agent: Agent) -> None:

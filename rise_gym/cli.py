@@ -10,8 +10,10 @@ Usage::
 The options of ``eval`` and ``leaderboard`` are the fields of
 `agents.leaderboard.LeaderboardConfig`, those of ``train`` the fields of
 `agents.rise.config.RISEConfig`, with the same names, defaults and help. torch and the
-back ends load only inside the subcommands. A bad argument ends with one line on stderr
-and exit status 2.
+back ends load only inside the subcommands. A bad argument, file or setting, a missing
+optional package and any other error rise-gym reports (`RiseGymError`) end with one
+line on stderr and exit status 2; ``eval`` and ``leaderboard`` check their arguments,
+packages, server and output files before any model loads.
 """
 
 from __future__ import annotations
@@ -25,10 +27,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import Field, fields
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from rise_gym.envs.registration import ENV_IDS
 from rise_gym.errors import RiseGymError
+
+if TYPE_CHECKING:
+    from agents.leaderboard import LeaderboardConfig
 
 Config = TypeVar("Config")
 
@@ -44,7 +49,7 @@ _TRAINING_OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line and return its exit status (2: a bad argument)."""
+    """Run the command line and return its exit status (2: a bad argument or an error)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -55,14 +60,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    except RiseGymError as error:
+        args.parser.error(str(error))
 
 
 class Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line on stderr and exit status 2."""
 
     def error(self, message: str) -> NoReturn:
-        """Print ``<prog>: error: <message>`` and exit with status 2."""
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        """Print ``<prog>: error: <message>`` on one line and exit with status 2."""
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
 
 
 def build_parser() -> Parser:
@@ -173,17 +180,14 @@ def _envs(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from agents.evaluate import evaluate
-    from agents.leaderboard import Entry, Leaderboard, LeaderboardConfig, build_agent, check_envs
+    from agents.evaluate import plan_evaluation, run_evaluation
+    from agents.leaderboard import Entry, Leaderboard, build_agent
+    from agents.llm.factory import LazyLLM
 
     with _bad_arguments(args.parser):
-        config = _config(LeaderboardConfig, args, envs=(args.env,), agents=(args.agent,))
-        _check_model(config.model, config.backend)
-        check_envs(config)
-    stopping = config.load_stopping_policy()
-    llm = config.build_llm()
-    try:
-        evaluation = evaluate(
+        config = _checked_config(args, envs=(args.env,), agents=(args.agent,))
+        llm = LazyLLM(config.build_llm)
+        plan = plan_evaluation(
             args.env,
             build_agent(args.agent, llm, config),
             num_problems=config.num_problems,
@@ -191,8 +195,14 @@ def _eval(args: argparse.Namespace) -> int:
             seed=config.seed,
             env_kwargs=config.env_kwargs(args.env),
             output=args.output,
-            batch_size=config.batch_size,
-            progress=not args.no_progress,
+            settings=config.episode_settings(),
+        )
+        stopping = config.load_stopping_policy()
+        if plan.pending:
+            llm.load()
+    try:
+        evaluation = run_evaluation(
+            plan, batch_size=config.batch_size, progress=not args.no_progress
         )
     finally:
         llm.close()
@@ -202,12 +212,10 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _leaderboard(args: argparse.Namespace) -> int:
-    from agents.leaderboard import LeaderboardConfig, check_envs, run_leaderboard
+    from agents.leaderboard import run_leaderboard
 
     with _bad_arguments(args.parser):
-        config = _config(LeaderboardConfig, args)
-        _check_model(config.model, config.backend)
-        check_envs(config)
+        config = _checked_config(args, plot=True)
     started = time.perf_counter()
     leaderboard = run_leaderboard(config, progress=not args.no_progress)
     print(
@@ -217,6 +225,23 @@ def _leaderboard(args: argparse.Namespace) -> int:
     print(leaderboard.to_markdown())
     print(f"reports in {config.run_folder()} ({time.perf_counter() - started:.0f} s)")
     return 0
+
+
+def _checked_config(
+    args: argparse.Namespace, *, plot: bool = False, **overrides: Any
+) -> LeaderboardConfig:
+    """The `LeaderboardConfig` of ``eval`` or ``leaderboard``, checked before any work.
+
+    Checks the model, the packages the run needs, the environments and (with 'openai')
+    the server, whose served model the returned configuration names.
+    """
+    from agents.leaderboard import LeaderboardConfig, check_envs
+
+    config = _config(LeaderboardConfig, args, **overrides)
+    _check_model(config.model, config.backend)
+    config.check_dependencies(plot=plot)
+    check_envs(config)
+    return config.with_served_model()
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -231,6 +256,7 @@ def _train(args: argparse.Namespace) -> int:
                 "--improvement expert needs --expert: 'arithmetic', 'reference' or a model"
             )
         _check_model(args.model, args.backend)
+        _check_folder(config.output_dir)
         env_kwargs = dict(args.env_args)
         if ENV_IDS.get(args.env, ("",))[0].endswith(":ArithmeticEnv"):
             env_kwargs.setdefault("difficulty", args.difficulty)
@@ -315,6 +341,8 @@ def _add_field_option(
         convert: Callable[[str], Any] = {"int": int, "float": float, "Path": Path}.get(
             annotation.split(" ")[0], str
         )
+        if field_.name == "seed":
+            convert = _seed
         if "None" in annotation:
             convert = _or_none(convert)
         parser.add_argument(flag, type=convert, default=default, help=help_)
@@ -377,6 +405,17 @@ def _check_model(model: str | None, backend: str) -> None:
         resolve_model(model)
 
 
+def _check_folder(folder: Path) -> None:
+    """Create ``folder`` now, so that a folder that cannot be created is a usage error."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(
+            f"cannot create the folder {folder}: {error.strerror or error}; pass another "
+            "--output-dir"
+        ) from error
+
+
 def _check_env(env_id: str, kwargs: dict[str, Any]) -> None:
     import gymnasium as gym
 
@@ -421,6 +460,16 @@ def _or_none(convert: Callable[[str], Any]) -> Callable[[str], Any]:
 
     parse.__name__ = getattr(convert, "__name__", "value")
     return parse
+
+
+def _seed(value: str) -> int:
+    try:
+        seed = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {value!r}") from None
+    if seed < 0:
+        raise argparse.ArgumentTypeError(f"a seed must be >= 0, got {seed}")
+    return seed
 
 
 def _key_value(value: str) -> tuple[str, Any]:

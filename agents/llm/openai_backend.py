@@ -17,6 +17,7 @@ from agents.llm.base import (
     Completion,
     ContextLengthExceeded,
     Generation,
+    ModelNotFound,
     SamplingParams,
     ServerError,
 )
@@ -37,7 +38,8 @@ class OpenAICompatibleLLM(LLM):
     ``Retry-After``); other HTTP errors fail at once. A server that returns fewer than
     ``n`` choices (llama.cpp returns one) is asked again for the rest, with the seed
     advanced so the extra samples differ. ``mean_logprob`` is filled when the server
-    returns log-probabilities.
+    returns log-probabilities. The server is asked for its models on construction, so
+    an unreachable one fails at once, and ``name`` is the model it reports serving.
     """
 
     def __init__(
@@ -56,8 +58,8 @@ class OpenAICompatibleLLM(LLM):
         """Connect to a server.
 
         Args:
-            model: The model name the server serves; None asks the server (``/models``)
-                and takes the first.
+            model: The model name to request; None takes the first model the server
+                lists (``GET /models``).
             base_url: The API root, ending in ``/v1``.
             api_key: The API key; None reads it from ``api_key_env``.
             api_key_env: The environment variable holding the key (it must be set); None
@@ -70,7 +72,8 @@ class OpenAICompatibleLLM(LLM):
                 the ``logprobs`` field).
 
         Raises:
-            ServerError: ``model`` is None and the server cannot be asked for its models.
+            ServerError: the server cannot be reached or does not list its models.
+            ModelNotFound: the server lists several models, none of them ``model``.
             ValueError: an argument is out of range, or ``api_key_env`` is not set.
         """
         if max_concurrency < 1 or max_retries < 0 or timeout <= 0 or backoff < 0:
@@ -88,8 +91,34 @@ class OpenAICompatibleLLM(LLM):
         key = _api_key(api_key, api_key_env)
         if key:
             self._headers["Authorization"] = f"Bearer {key}"
-        self.model = model or self._request("/models")["data"][0]["id"]
-        self.name = self.model
+        self.model, self.name = self._served(model)
+
+    def _served(self, model: str | None) -> tuple[str, str]:
+        """The model name to request, and the model the server reports serving for it.
+
+        A server that lists the name serves it; one that lists a single other model
+        (llama.cpp) answers every name with that model.
+        """
+        reply = self._request("/models")
+        try:
+            listed = [str(entry["id"]) for entry in reply["data"]]
+        except (KeyError, TypeError) as error:
+            raise ServerError(
+                f"{self.base_url}/models answered {str(reply)[:200]}, not a list of models; "
+                "check that base_url points at an OpenAI-compatible API (it ends in /v1)"
+            ) from error
+        if model is None:
+            if not listed:
+                raise ServerError(f"{self.base_url}/models lists no model; pass the model name")
+            return listed[0], listed[0]
+        if model in listed or not listed:
+            return model, model
+        if len(listed) == 1:
+            return model, listed[0]
+        raise ModelNotFound(
+            f"the server at {self.base_url} serves {listed}, not {model!r}; pass one of them "
+            "as the model"
+        )
 
     def generate(
         self,

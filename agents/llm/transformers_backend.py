@@ -235,13 +235,19 @@ class _AdapterCache:
         if cached and cached[1] == version:
             return cached[0]
         name = f"adapter_{len(self.names)}_{version}"
-        if self.peft_model is None:
-            from peft import PeftModel
+        try:
+            if self.peft_model is None:
+                from peft import PeftModel
 
-            self.peft_model = PeftModel.from_pretrained(self.model, folder, adapter_name=name)
-        else:
-            self._unmerge()  # peft loads adapters into unmerged layers only
-            self.peft_model.load_adapter(folder, adapter_name=name)
+                self.peft_model = PeftModel.from_pretrained(self.model, folder, adapter_name=name)
+            else:
+                self._unmerge()  # peft loads adapters into unmerged layers only
+                self.peft_model.load_adapter(folder, adapter_name=name)
+        except (OSError, ValueError, KeyError, RuntimeError) as error:
+            raise ModelNotFound(
+                f"could not load adapter {str(folder)!r}: {_first_line(error)}. Pass an adapter "
+                "that save_pretrained wrote for this base model."
+            ) from error
         if cached:  # the folder was overwritten: drop the stale weights
             self.peft_model.delete_adapter(cached[0])
         self.names[str(folder)] = (name, version)
@@ -267,12 +273,17 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
 def _load(auto_class: Any, path: str, **kwargs: Any) -> Any:
     try:
         return auto_class.from_pretrained(path, **kwargs)
-    except OSError as error:
-        reason = str(error).rstrip(".")
+    except (OSError, ValueError, KeyError) as error:
+        reason = _first_line(error).rstrip(".")
         raise ModelNotFound(
             f"could not load model {path!r}: {reason}. Pass a local model folder, a hub id "
             "you can download (online), or None for the offline default model."
         ) from error
+
+
+def _first_line(error: BaseException) -> str:
+    """The first line of an error's message (libraries append long advice)."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _torch_dtype(dtype: str, device: torch.device) -> torch.dtype:
