@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import rise_gym.graders._normalize as normalize
 import rise_gym.graders._numbers as numbers
 import rise_gym.graders.math as math_grader
 from rise_gym.graders._symbolic import verifier
@@ -462,6 +463,6 @@ def test_different_answers_grade_zero(response, reference):
     assert grade_math(response, reference) == 0.0
 
 
-@pytest.mark.parametrize("module", [math_grader, numbers])
+@pytest.mark.parametrize("module", [math_grader, normalize, numbers])
 def test_docstring_examples(module):
     assert doctest.testmod(module).failed == 0

@@ -24,14 +24,15 @@ Extraction (`extract_answer`) reads the last `MAX_RESPONSE_CHARS` characters of 
 An answer longer than `MAX_ANSWER_CHARS` counts as no answer, and so does one that names
 two different numbers as alternatives ("3 or 4").
 
-Normalisation (`normalize_answer`) drops ``$`` delimiters and signs, ``%``, degree marks,
-LaTeX spacing, ``\left``/``\right``, a trailing period, units after a number ("18 dollars",
-``5\text{ cm}``), a remark after a number ("18 (since 9*2=18)", "18, because ..."), a
-leading "x =" before a number and a worked equation before its numeric result
-(``5 + 4 = 9``), and turns ``\dfrac``/``\tfrac`` into ``\frac``. An exact number (integer,
-decimal, ``a/b``, ``\frac{a}{b}``, thousands commas, scientific notation) becomes
-canonical: ``"18"`` for ``$18.00``, ``"0.5"`` for ``\frac{1}{2}``, ``"1/3"`` for
-``\frac{2}{6}``, ``"1500"`` for ``1.5e3`` (see `rise_gym.graders._numbers`).
+Normalisation (`normalize_answer`, in `rise_gym.graders._normalize`) drops ``$``
+delimiters and signs, ``%``, degree marks, LaTeX spacing, ``\left``/``\right``, a
+trailing period, units after a number ("18 dollars", ``5\text{ cm}``), a remark after a
+number ("18 (since 9*2=18)", "18, because ..."), a leading "x =" before a number and a
+worked equation before its numeric result (``5 + 4 = 9``), and turns
+``\dfrac``/``\tfrac`` into ``\frac``. An exact number (integer, decimal, ``a/b``,
+``\frac{a}{b}``, thousands commas, scientific notation) becomes canonical: ``"18"`` for
+``$18.00``, ``"0.5"`` for ``\frac{1}{2}``, ``"1/3"`` for ``\frac{2}{6}``, ``"1500"`` for
+``1.5e3`` (see `rise_gym.graders._numbers`).
 
 Comparison (`grade_answer`, `grade_math`): the grader compares exactly the normalised
 answer `extract_answer` returns, so that answers that vote together (majority votes group
@@ -52,13 +53,12 @@ from __future__ import annotations
 import math
 import numbers
 import re
-import string
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from fractions import Fraction
 
-from rise_gym.graders._numbers import HugeNumber, format_number, parse_number
+from rise_gym.graders._normalize import clean, normalize_answer, number_in, require_str
+from rise_gym.graders._numbers import HugeNumber, parse_number
 from rise_gym.graders._symbolic import verifier
 
 __all__ = [
@@ -108,19 +108,6 @@ _HEDGE_WORDS = re.compile(
 _NEGATION_BEFORE = re.compile(r"(?:\bnot|n't|\brather than|\binstead of)[\s$(\\\[]*$", re.I)
 _ALTERNATIVES = re.compile(r"\s+or\s+|\s*\\(?:text|mbox)\{\s*or\s*\}\s*", re.IGNORECASE)
 
-_LEADING_NUMBER = re.compile(r"[+-]?(?:\d[\d,]*)?\.?\d+(?:/\d+|[eE][+-]?\d+)?")
-_UNIT_WORDS = re.compile(r"(?:\s+[A-Za-z][A-Za-z.]*)+(?:\^\{?\d\}?)?\s*")
-_PAREN_REMARK = re.compile(r"(?<=\S)\s+\((?=[^()]*(?<![\\A-Za-z])[A-Za-z]{3,})[^()]*\)\s*$")
-_CLAUSE_REMARK = re.compile(
-    r"[,;:]?\s+(?:since|because|as|which|so|from|given|i\.e\.|that is)\b.*$",
-    re.IGNORECASE | re.DOTALL,
-)
-_TEXT_COMMAND = re.compile(r"\\(?:text|textbf|textrm|mbox|mathrm)\s*\{([^{}]*)\}")
-_ASSIGNMENT = re.compile(r"[A-Za-z]\s*=")
-_SPACING = re.compile(r"(?<!\\)\\[!,;: ]|\\(?:left|right)(?![A-Za-z])|\^\s*\{?\\circ\}?|°")
-_SPACES = re.compile(r"\s+")
-_REMOVABLE_SPACE = re.compile(r"(?<![A-Za-z]) | (?![A-Za-z])")
-
 
 def grade_math(response: str, reference: str, *, timeout: float = DEFAULT_TIMEOUT) -> float | None:
     r"""Grade a response's final answer against a reference answer.
@@ -146,7 +133,7 @@ def grade_math(response: str, reference: str, *, timeout: float = DEFAULT_TIMEOU
         >>> grade_math("The answer is 0.5.", "\\frac{1}{2}")
         1.0
     """
-    _require_str("response", response)
+    require_str("response", response)
     return grade_answer(extract_answer(response), reference, timeout=timeout)
 
 
@@ -174,8 +161,8 @@ def grade_answer(
         1.0
     """
     if answer is not None:
-        _require_str("answer", answer)
-    _require_str("reference", reference)
+        require_str("answer", answer)
+    require_str("reference", reference)
     timeout = _checked_timeout(timeout)
     gold = _reference_answer(reference)
     gold_key = None if gold is None else normalize_answer(gold)
@@ -211,42 +198,16 @@ def extract_answer(text: str) -> str | None:
         >>> extract_answer("Total: 1,800 dollars.\n#### $1,800.00")
         '1800'
     """
-    _require_str("text", text)
+    require_str("text", text)
     answer = _extract_raw(text[-MAX_RESPONSE_CHARS:].replace("\x00", ""))
     if answer is None or _offers_alternatives(answer):
         return None
     return normalize_answer(answer) or None
 
 
-def normalize_answer(answer: str) -> str:
-    r"""Canonical form of one answer, so that equal answers compare (and vote) equal.
-
-    Args:
-        answer: An extracted answer, e.g. ``"$18.00"`` or ``"x = \dfrac{1}{2}"``.
-
-    Returns:
-        ``"18"``, ``"0.5"``, ``"1/3"`` for exact numbers; otherwise the answer with
-        delimiters, spacing, units and decorations removed (possibly empty).
-
-    Raises:
-        TypeError: ``answer`` is not a str.
-
-    Example:
-        >>> normalize_answer("$1,234.50$.")
-        '1234.5'
-    """
-    _require_str("answer", answer)
-    text = _clean(answer)
-    number = _number_in(text)
-    if number is not None:
-        return format_number(number)
-    text = _PAREN_REMARK.sub("", _TEXT_COMMAND.sub(r"\1", text))
-    return _REMOVABLE_SPACE.sub("", _SPACES.sub(" ", text)).strip()
-
-
 def last_boxed_content(text: str) -> str | None:
     r"""The contents of the last closed ``\boxed{...}`` (or ``\fbox{...}``) in ``text``."""
-    _require_str("text", text)
+    require_str("text", text)
     pairs = _brace_pairs(text)
     boxes = [_braced(text, match.end(), pairs) for match in re.finditer(_BOX, text)]
     return boxes[-1] if boxes and boxes[-1] is not None else None
@@ -259,14 +220,6 @@ class _Marked:
     start: int
     end: int
     answer: str | None
-
-
-def _require_str(name: str, value: object) -> None:
-    if not isinstance(value, str):
-        hint = (
-            "; decode bytes first, e.g. value.decode('utf-8')" if isinstance(value, bytes) else ""
-        )
-        raise TypeError(f"{name} must be a str, got {type(value).__name__}{hint}")
 
 
 def _checked_timeout(timeout: object) -> float:
@@ -382,7 +335,7 @@ def _offers_alternatives(answer: str) -> bool:
     parts = _ALTERNATIVES.split(answer)
     if len(parts) < 2:
         return False
-    values = [_number_in(_clean(part)) for part in parts]
+    values = [number_in(clean(part)) for part in parts]
     return None not in values and len(set(values)) > 1
 
 
@@ -429,48 +382,3 @@ def _last_number(text: str) -> str | None:
 def _last(matches: Iterator[re.Match[str]]) -> re.Match[str] | None:
     last = deque(matches, maxlen=1)
     return last[0] if last else None
-
-
-def _clean(answer: str) -> str:
-    """Strip delimiters, spacing commands, signs of currency and percent, trailing dots."""
-    text = _SPACING.sub(" ", answer.replace("\x00", ""))
-    text = text.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("{,}", ",")
-    text = text.replace("\\$", "").replace("$", "").replace("\\%", "").replace("%", "")
-    text = text.strip(string.whitespace + "*")
-    for opening, closing in (("\\(", "\\)"), ("\\[", "\\]")):
-        if text.startswith(opening) and text.endswith(closing):
-            text = text[2:-2].strip()
-    return text.rstrip(".,;: ").strip()
-
-
-def _number_in(text: str) -> Fraction | HugeNumber | None:
-    """The exact number a cleaned answer states, trying the forms normalisation accepts."""
-    for candidate in (text, _without_assignment(text), _result_of_equation(text)):
-        number = parse_number(_without_units(candidate).replace(" ", ""))
-        if number is not None:
-            return number
-    return None
-
-
-def _without_units(text: str) -> str:
-    """``"18 dollars"``, ``"18 (since 9*2=18)"`` -> ``"18"``: a leading number and words."""
-    number = _LEADING_NUMBER.match(text)
-    if number is None:
-        return text
-    rest = _TEXT_COMMAND.sub(r" \1", text[number.end() :])
-    rest = _PAREN_REMARK.sub("", _CLAUSE_REMARK.sub("", rest))
-    words = rest.lower().split()
-    if not rest.strip() or (_UNIT_WORDS.fullmatch(rest) and not {"and", "or"} & set(words)):
-        return number.group()
-    return text
-
-
-def _without_assignment(text: str) -> str:
-    """``"x = 5"`` -> ``"5"``."""
-    assignment = _ASSIGNMENT.match(text)
-    return text[assignment.end() :].strip() if assignment else text
-
-
-def _result_of_equation(text: str) -> str:
-    """``"5 + 4 = 9"`` -> ``"9"``: the last side of a worked equation (kept if it is a number)."""
-    return text.rpartition("=")[2].strip()
