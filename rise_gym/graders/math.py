@@ -225,11 +225,12 @@ class _Marked:
 def _checked_timeout(timeout: object) -> float:
     if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
         raise TypeError(f"timeout must be a number of seconds, got {type(timeout).__name__}")
-    if not (math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT):
+    seconds = float(timeout)
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_TIMEOUT):
         raise ValueError(
             f"timeout must be positive seconds, at most {MAX_TIMEOUT:g}, got {timeout!r}"
         )
-    return float(timeout)
+    return seconds
 
 
 def _reference_answer(reference: str) -> str | None:
