@@ -257,6 +257,11 @@ def _train(args: argparse.Namespace) -> int:
             )
         _check_model(args.model, args.backend)
         _check_folder(config.output_dir)
+        from agents.llm.factory import BACKEND_PACKAGES, require
+
+        training = ("torch", "transformers", *(() if args.full_finetune else ("peft",)))
+        packages = (*training, *BACKEND_PACKAGES[args.backend])
+        require(*dict.fromkeys(packages), purpose=f"training with the {args.backend} back end")
         env_kwargs = dict(args.env_args)
         if ENV_IDS.get(args.env, ("",))[0].endswith(":ArithmeticEnv"):
             env_kwargs.setdefault("difficulty", args.difficulty)

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 import subprocess
 import sys
 
 import pytest
 
+import agents.leaderboard.config as config_module
+from agents.llm.base import LLM, Completion, Generation
 from rise_gym import ENV_IDS
 from rise_gym.cli import main
+from rise_gym.envs.stopping import FEATURE_NAMES
 from rise_gym.records import read_records
 
 TINY = ["--num-problems", "2", "--max-turns", "2", "--max-new-tokens", "8", "--no-progress"]
@@ -100,6 +106,15 @@ def test_help_of_every_command_lists_its_options(capsys, command, options):
         (["train", "--backend", "openai"], "training needs the weights"),
         (["train", "--env-args", "colour=1"], "rejects its settings"),
         (["frobnicate"], "invalid choice"),
+        (["eval", "--seed", "-1"], "a seed must be >= 0, got -1"),
+        (["leaderboard", "--seed", "-3"], "a seed must be >= 0, got -3"),
+        (["train", "--seed", "-1"], "a seed must be >= 0, got -1"),
+        (["eval", "--seed", "1.5"], "invalid int value: '1.5'"),
+        (["eval", "--base-url", "http://localhost:8000/v1"], "for the 'openai' back end only"),
+        (["eval", "--temperature", "nan"], "both finite"),
+        (["leaderboard", "--parallel-temperature", "inf"], "both finite"),
+        (["eval", "--model", ""], "the model name is empty"),
+        (["eval", "--backend", "openai", "--base-url", "no-scheme"], "unknown url type"),
     ],
 )
 def test_bad_arguments_get_one_line_and_exit_status_2(capsys, argv, message):
@@ -221,3 +236,186 @@ def test_the_module_runs_as_a_command_and_imports_no_torch_for_help():
         check=True,
     )
     assert light.stdout.strip() == "[]"
+
+
+class EchoLLM(LLM):
+    """Answers every conversation with the same boxed number; counts conversations."""
+
+    name = "echo"
+
+    def __init__(self) -> None:
+        self.conversations = 0
+
+    def generate(self, conversations, params, *, adapter=None):
+        self.conversations += len(conversations)
+        return [Generation([Completion("\\boxed{1}", num_tokens=2)] * params.n)] * len(
+            conversations
+        )
+
+
+@pytest.fixture
+def builds(monkeypatch):
+    """Every back end the CLI builds is an EchoLLM; the list holds each one built."""
+    built: list[EchoLLM] = []
+
+    def make_llm(model=None, **options):
+        built.append(EchoLLM())
+        return built[-1]
+
+    monkeypatch.setattr(config_module, "make_llm", make_llm)
+    return built
+
+
+def test_eval_resumes_only_its_own_settings_and_checks_before_any_model_loads(
+    tmp_path, capsys, builds
+):
+    output = tmp_path / "episodes.jsonl"
+    assert run_cli(capsys, "eval", "--output", str(output), *TINY)[0] == 0
+    assert len(builds) == 1 and len(read_records(output)) == 2
+    code, out, err = run_cli(capsys, "eval", "--output", str(output), *TINY)
+    assert code == 0 and len(builds) == 1  # everything reused: no model was loaded
+    for change, named in [
+        (["--max-new-tokens", "9"], "max_new_tokens: 8 there, 9 now"),
+        (["--difficulty", "2"], "difficulty: 1 there, 2 now"),
+        (["--temperature", "0.5"], "temperature: 0.0 there, 0.5 now"),
+        (["--max-turns", "3"], "max_turns: 2 there, 3 now"),
+        (["--model", str(tmp_path)], "model: "),
+        (["--agent", "self-refine"], 'agent: "sequential" there, "self-refine" now'),
+        (["--env", "RISE-GSM8K-v0"], 'env_id: "RISE-Arithmetic-v0" there'),
+    ]:
+        code, out, err = run_cli(capsys, "eval", "--output", str(output), *TINY, *change)
+        assert code == 2 and out == "" and err.count("\n") == 1, change
+        assert named in err and "another output path" in err, err
+    assert len(builds) == 1
+
+
+def test_eval_repairs_a_line_cut_short_with_one_warning(tmp_path, capsys, caplog, builds):
+    output = tmp_path / "episodes.jsonl"
+    run_cli(capsys, "eval", "--output", str(output), *TINY)
+    complete = output.read_text()
+    output.write_text(complete[: len(complete) * 3 // 4])  # killed while writing episode 2
+    code, out, err = run_cli(capsys, "eval", "--output", str(output), *TINY)
+    assert code == 0 and "| sequential | RISE-Arithmetic-v0 | 2 |" in out
+    [warning] = [record.getMessage() for record in caplog.records]
+    assert "dropped line 2, an episode cut short by a crash" in warning
+    lines = output.read_text().splitlines(keepends=True)
+    assert lines[0] == complete.splitlines(keepends=True)[0]  # the first episode, kept
+    assert [r.index for r in read_records(output)] == [0, 1]  # the second, played again
+
+
+@pytest.mark.parametrize("kind", ["directory", "binary", "text", "other agent's"])
+def test_unusable_output_files_are_one_line_errors_before_any_model_loads(
+    tmp_path, capsys, builds, kind
+):
+    output = tmp_path / "out.jsonl"
+    if kind == "directory":
+        output.mkdir()
+    elif kind == "binary":
+        output.write_bytes(bytes(range(256)) * 4)
+    elif kind == "text":
+        output.write_text("a,b\n1,2\n")
+    else:
+        run_cli(capsys, "eval", "--agent", "parallel", "--output", str(output), *TINY)
+        builds.clear()
+    before = None if output.is_dir() else output.read_bytes()
+    code, out, err = run_cli(capsys, "eval", "--output", str(output), *TINY)
+    assert code == 2 and out == "" and err.count("\n") == 1 and builds == []
+    assert str(output) in err and "Traceback" not in err
+    assert before is None or output.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["leaderboard", *TINY, "--output-dir"],
+        ["train", "--output-dir"],
+    ],
+)
+def test_an_output_dir_that_cannot_be_created_is_a_one_line_error(tmp_path, capsys, builds, argv):
+    (tmp_path / "file").write_text("not a folder")
+    code, out, err = run_cli(capsys, *argv, str(tmp_path / "file" / "runs"))
+    assert code == 2 and err.count("\n") == 1 and "Not a directory" in err and builds == []
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("{not json", "is not valid JSON"),
+        ("[1, 2]", "not a PEFT adapter config"),
+        ('{"r": 8}', "not a PEFT adapter config"),
+        (None, "has no weights"),
+    ],
+)
+@pytest.mark.parametrize("command", ["eval", "leaderboard"])
+def test_an_invalid_adapter_is_a_one_line_error(tmp_path, capsys, builds, command, config, message):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(config or '{"peft_type": "LORA"}')
+    if config is not None:
+        (adapter / "adapter_model.safetensors").write_bytes(b"w")
+    agents = ["--agent", "rise"] if command == "eval" else ["--agents", "rise"]
+    code, out, err = run_cli(capsys, command, *agents, "--adapter", str(adapter), *TINY)
+    assert code == 2 and err.count("\n") == 1 and message in err and builds == []
+
+
+@pytest.mark.parametrize("command", ["eval", "leaderboard"])
+def test_an_unreachable_base_url_is_a_one_line_error(tmp_path, capsys, command):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    argv = [command, "--backend", "openai", "--base-url", f"http://127.0.0.1:{port}/v1", *TINY]
+    if command == "leaderboard":
+        argv += ["--output-dir", str(tmp_path)]
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2 and err.count("\n") == 1 and "server is running" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["eval", "leaderboard"])
+def test_an_unknown_hub_model_offline_is_a_one_line_error(tmp_path, command):
+    argv = [command, "--model", "nobody-rise-gym/no-such-model", *TINY]
+    if command == "leaderboard":
+        argv += ["--output-dir", str(tmp_path)]
+    result = subprocess.run(
+        [sys.executable, "-m", "rise_gym.cli", *argv],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "could not load model 'nobody-rise-gym/no-such-model'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("missing", "argv", "extra"),
+    [
+        ("matplotlib", ["leaderboard"], "llm"),
+        ("transformers", ["eval"], "llm"),
+        ("torch", ["leaderboard"], "llm"),
+        ("vllm", ["eval", "--backend", "vllm"], "vllm"),
+        ("peft", ["eval", "--agent", "rise", "--adapter", "ADAPTER"], "llm"),
+        ("stable_baselines3", ["eval", "--stopping-policy", "POLICY"], "sb3"),
+        ("transformers", ["train"], "llm"),
+        ("peft", ["train"], "llm"),
+    ],
+)
+def test_a_missing_optional_package_names_its_extra_before_any_work(
+    tmp_path, capsys, monkeypatch, builds, missing, argv, extra
+):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+    (adapter / "adapter_model.safetensors").write_bytes(b"w")
+    policy = tmp_path / "policy"
+    policy.mkdir()
+    settings = {"algorithm": "ppo", "max_turns": 2, "length_scale": 1.0, "name": "learned"}
+    (policy / "stopping.json").write_text(json.dumps({**settings, "features": FEATURE_NAMES}))
+    (policy / "model.zip").write_bytes(b"zip")
+    argv = [{"ADAPTER": str(adapter), "POLICY": str(policy)}.get(a, a) for a in argv]
+    if argv[0] != "train":
+        argv += [*TINY, *(["--output-dir", str(tmp_path / "runs")] * (argv[0] == "leaderboard"))]
+    monkeypatch.setitem(sys.modules, missing, None)
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2 and err.count("\n") == 1 and builds == []
+    assert missing.replace("_", "-") in err and f"pip install 'rise-gym[{extra}]'" in err
+    assert not (tmp_path / "runs").exists()  # nothing was done

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -124,9 +125,12 @@ class LeaderboardConfig:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
         if "parallel" in self.agents and self.max_turns < 2:
             raise ValueError("the 'parallel' agent needs max_turns (its k) >= 2")
-        if self.temperature < 0 or self.parallel_temperature <= 0:
+        if self.base_url is not None and self.backend != "openai":
+            raise ValueError(f"base_url is for the 'openai' back end only, not {self.backend!r}")
+        finite = math.isfinite(self.temperature) and math.isfinite(self.parallel_temperature)
+        if not finite or self.temperature < 0 or self.parallel_temperature <= 0:
             raise ValueError(
-                "temperature must be >= 0 and parallel_temperature > 0, got "
+                "temperature must be >= 0 and parallel_temperature > 0 (both finite), got "
                 f"{self.temperature} and {self.parallel_temperature}"
             )
         if self.batch_size is not None and self.batch_size < 1:

@@ -45,6 +45,8 @@ def resolve_model(model: str | None) -> str:
     """
     if model is None or model == DEFAULT_MODEL:
         return str(default_model_path())
+    if not model.strip():
+        raise ModelNotFound(f"the model name is empty; pass a model, or None for {DEFAULT_MODEL}")
     path = Path(model).expanduser()
     if path.is_dir():
         return str(path)

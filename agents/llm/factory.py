@@ -43,8 +43,9 @@ def require(*packages: str, purpose: str) -> None:
     missing = [name for name in packages if importlib.util.find_spec(name) is None]
     if missing:
         extras = ",".join(sorted({_EXTRAS[name] for name in missing}))
+        names = ", ".join(name.replace("_", "-") for name in missing)
         raise MissingDependency(
-            f"{purpose} needs {', '.join(missing)}, not installed here; install it with "
+            f"{purpose} needs {names}, not installed here; install it with "
             f"`pip install 'rise-gym[{extras}]'`"
         )
 
