@@ -200,8 +200,14 @@ def resume_records(
 
 
 def differences(found: Mapping[str, Any], wanted: Mapping[str, Any]) -> str:
-    """The first settings that differ, e.g. ``max_new_tokens: 8 there, 16 now``."""
-    keys = sorted(key for key in {*found, *wanted} if found.get(key) != wanted.get(key))
+    """The first settings that differ, e.g. ``max_new_tokens: 8 there, 16 now``.
+
+    Settings set on both sides come first, then those set on one side only.
+    """
+    keys = sorted(
+        (key for key in {*found, *wanted} if found.get(key) != wanted.get(key)),
+        key=lambda key: (key not in found or key not in wanted, key),
+    )
     shown = [f"{key}: {_shown(found, key)} there, {_shown(wanted, key)} now" for key in keys[:4]]
     return "; ".join(shown) + (f"; {len(keys) - 4} more" if len(keys) > 4 else "")
 

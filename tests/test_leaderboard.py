@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,10 @@ from matplotlib.image import imread
 
 import agents.leaderboard.config as config_module
 from agents.leaderboard import LeaderboardConfig, run_leaderboard
-from agents.llm.base import LLM, Completion, Generation, ModelNotFound
+from agents.llm.base import LLM, Completion, Generation, MissingDependency, ModelNotFound
 from agents.stopping import StoppingPolicy, evaluate_selection, train_stopping_policy
 from rise_gym.metrics import summarize
-from rise_gym.records import read_records
+from rise_gym.records import ResultsError, read_records
 
 ENVS = ("RISE-Arithmetic-v0", "RISE-GSM8K-v0")
 STOPPING_EPISODES = Path(__file__).parent / "fixtures" / "stopping_episodes.jsonl"
@@ -280,13 +281,71 @@ def test_an_adapter_saved_again_in_place_gets_a_new_run_folder(tmp_path):
         make_config(tmp_path, agents=("rise",), adapter=str(tmp_path / "missing"))
 
 
+def test_a_local_model_saved_again_in_place_gets_a_new_run_folder(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    config = make_config(tmp_path, model=str(model))
+    before = config.run_folder()
+    os.utime(model / "config.json", ns=(2**62, 2**62))
+    assert config.run_folder() != before and before.name.startswith("model-")
+
+
 def test_a_folder_with_a_manifest_of_other_settings_is_refused(tmp_path, scripted):
     config = make_config(tmp_path, agents=("sequential",), envs=("RISE-Arithmetic-v0",))
     manifest = config.run_folder() / "manifest.json"
     manifest.parent.mkdir(parents=True)
     manifest.write_text(json.dumps({"model": "something else"}))
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(ResultsError, match='other settings .*model: "something else" there'):
         run_leaderboard(config, progress=False)
+
+
+def test_a_manifest_cut_short_or_a_folder_that_cannot_be_created_is_refused(tmp_path, scripted):
+    llm, builds = scripted
+    config = make_config(tmp_path, agents=("sequential",), envs=ENVS[:1])
+    manifest = config.run_folder() / "manifest.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text('{"model": "Smol')
+    with pytest.raises(ResultsError, match="not a leaderboard manifest.*move"):
+        run_leaderboard(config, progress=False)
+    (tmp_path / "file").write_text("x")
+    blocked = make_config(tmp_path / "file", agents=("sequential",), envs=ENVS[:1])
+    with pytest.raises(ResultsError, match="cannot use the run folder.*output_dir"):
+        run_leaderboard(blocked, progress=False)
+    assert builds == [] and llm.conversations == 0
+
+
+def test_an_episodes_file_cut_short_is_repaired_and_one_of_other_settings_refused(
+    tmp_path, scripted
+):
+    llm, builds = scripted
+    config = make_config(tmp_path, agents=("sequential",), envs=ENVS[:1])
+    run_leaderboard(config, progress=False)
+    episodes = config.run_folder() / "episodes" / "sequential--RISE-Arithmetic-v0.jsonl"
+    complete = episodes.read_bytes()
+    assert all(r.settings["max_new_tokens"] == 8 for r in read_records(episodes))
+    episodes.write_bytes(complete[:-40])  # killed while writing the last episode
+    llm.conversations = 0
+    run_leaderboard(config, progress=False)
+    assert llm.conversations == config.max_turns  # the last episode only
+    assert len(read_records(episodes)) == 6 and episodes.read_bytes().endswith(b"\n")
+
+    lines = episodes.read_text().splitlines(keepends=True)  # one copied from another run
+    foreign = json.loads(lines[0])
+    foreign["settings"]["max_new_tokens"] = 64
+    episodes.write_text("".join(lines[:-1]) + json.dumps(foreign) + "\n")
+    builds.clear()
+    with pytest.raises(ResultsError, match="max_new_tokens: 64 there, 8 now"):
+        run_leaderboard(config, progress=False)
+    assert builds == []
+
+
+def test_a_missing_plotting_library_fails_before_any_work(tmp_path, scripted, monkeypatch):
+    llm, builds = scripted
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(MissingDependency, match=r"matplotlib.*pip install 'rise-gym\[llm\]'"):
+        run_leaderboard(make_config(tmp_path), progress=False)
+    assert builds == [] and llm.conversations == 0 and list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(
@@ -301,6 +360,10 @@ def test_a_folder_with_a_manifest_of_other_settings_is_refused(tmp_path, scripte
         ({"dtype": "bf16"}, "unknown dtype 'bf16'; choose one of .*'bfloat16'"),
         ({"backend": "openai", "base_url": "http://x", "dtype": "float16"}, "server decides"),
         ({"stopping_policy": "no/such/policy"}, "no such directory.*benchmarks/stopping.py"),
+        ({"seed": -1}, "seed must be >= 0, got -1"),
+        ({"base_url": "http://x"}, "for the 'openai' back end only"),
+        ({"temperature": float("nan")}, "both finite"),
+        ({"parallel_temperature": float("inf")}, "both finite"),
     ],
 )
 def test_bad_settings_are_rejected_with_the_fix(tmp_path, change, message):

@@ -24,9 +24,11 @@ from typing import Any
 import pytest
 from markers import require_llama_cpp_server
 
-from agents.llm import ContextLengthExceeded, SamplingParams, ServerError, make_llm
+from agents.leaderboard import LeaderboardConfig, run_leaderboard
+from agents.llm import ContextLengthExceeded, ModelNotFound, SamplingParams, ServerError, make_llm
 from agents.llm.default_model import smollm2_gguf_path
 from agents.llm.openai_backend import OpenAICompatibleLLM
+from rise_gym.records import read_records
 
 CHAT = [{"role": "user", "content": "What is 2+3?"}]
 
@@ -37,6 +39,7 @@ class Script:
 
     failures: list[tuple[int, dict[str, Any], dict[str, str]]] = field(default_factory=list)
     delay_s: float = 0.0
+    models: Any = field(default_factory=lambda: ["served-model"])
     requests: list[tuple[str, dict[str, str], dict[str, Any]]] = field(default_factory=list)
     in_flight: int = 0
     most_in_flight: int = 0
@@ -54,7 +57,12 @@ def scripted_server(script: Script) -> Iterator[str]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            self._reply(200, {"object": "list", "data": [{"id": "served-model"}]})
+            data = (
+                [{"id": model} for model in script.models]
+                if isinstance(script.models, list)
+                else script.models
+            )
+            self._reply(200, {"object": "list", "data": data})
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -202,6 +210,47 @@ def test_api_key_model_discovery_and_adapter(monkeypatch: pytest.MonkeyPatch) ->
     assert second["model"] == "math-lora"
     with pytest.raises(ValueError, match="RISE_UNSET_KEY"):
         OpenAICompatibleLLM("m", api_key_env="RISE_UNSET_KEY")
+
+
+def test_the_name_is_the_model_the_server_reports() -> None:
+    script = Script(models=["served-model"])
+    with scripted_server(script) as base_url:
+        alias = OpenAICompatibleLLM("m", base_url=base_url)  # one model answers every name
+        assert (alias.model, alias.name) == ("m", "served-model")
+        script.models = ["base", "math-lora"]
+        listed = OpenAICompatibleLLM("math-lora", base_url=base_url)
+        assert (listed.model, listed.name) == ("math-lora", "math-lora")
+        with pytest.raises(ModelNotFound, match=r"serves \['base', 'math-lora'\], not 'm'"):
+            OpenAICompatibleLLM("m", base_url=base_url)
+        script.models = []
+        with pytest.raises(ServerError, match="lists no model"):
+            OpenAICompatibleLLM(base_url=base_url)
+        script.models = "not a list"
+        with pytest.raises(ServerError, match="not a list of models"):
+            OpenAICompatibleLLM("m", base_url=base_url)
+
+
+def test_leaderboard_results_are_keyed_by_the_model_the_server_serves(tmp_path: Path) -> None:
+    script = Script(models=["model-a"])
+    with scripted_server(script) as base_url:
+        settings = dict(backend="openai", base_url=base_url, output_dir=tmp_path)
+        config = LeaderboardConfig(
+            agents=("sequential",),
+            envs=("RISE-Arithmetic-v0",),
+            num_problems=2,
+            max_turns=2,
+            **settings,
+        )
+        run_leaderboard(config, progress=False)
+        script.models = ["model-b"]  # the server was restarted with another model
+        run_leaderboard(config, progress=False)
+    first, second = sorted(tmp_path.iterdir())
+    assert first.name.startswith("model-a-") and second.name.startswith("model-b-")
+    for folder, model in ((first, "model-a"), (second, "model-b")):
+        assert json.loads((folder / "manifest.json").read_text())["model"] == model
+        records = read_records(folder / "episodes" / "sequential--RISE-Arithmetic-v0.jsonl")
+        assert [r.settings["model"] for r in records] == [model, model]
+    assert len(script.requests) == 2 * 2 * 2  # nothing reused across the two models
 
 
 @pytest.fixture(scope="module")
