@@ -42,6 +42,7 @@ def evaluate(
     batch_size: int | None = None,
     progress: bool = True,
     settings: Mapping[str, Any] | None = None,
+    engine: str = "batched",
 ) -> Evaluation:
     """Run ``agent`` on the first ``num_problems`` problems without an oracle and score it.
 
@@ -62,6 +63,7 @@ def evaluate(
         batch_size: Most observations per ``agent.act`` call.
         progress: Show a progress bar.
         settings: What else decides the outcomes (model, sampling, ...); see `rollout`.
+        engine: ``"batched"`` or ``"async"`` (for servers); see `rollout`.
 
     Returns:
         The metrics and the records.
@@ -76,7 +78,7 @@ def evaluate(
         output=output,
         settings=settings,
     )
-    return run_evaluation(plan, batch_size=batch_size, progress=progress)
+    return run_evaluation(plan, batch_size=batch_size, progress=progress, engine=engine)
 
 
 def plan_evaluation(
@@ -109,9 +111,13 @@ def plan_evaluation(
 
 
 def run_evaluation(
-    plan: Rollout, *, batch_size: int | None = None, progress: bool = True
+    plan: Rollout,
+    *,
+    batch_size: int | None = None,
+    progress: bool = True,
+    engine: str = "batched",
 ) -> Evaluation:
     """Play a `plan_evaluation` rollout's pending episodes and score all of them."""
-    records = plan.run(batch_size=batch_size, progress=progress)
+    records = plan.run(batch_size=batch_size, progress=progress, engine=engine)
     metrics = summarize(records, max_turns=plan.env_kwargs["max_turns"])
     return Evaluation(plan.env_id, plan.agent.name, metrics, records)

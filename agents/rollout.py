@@ -37,6 +37,7 @@ def rollout(
     batch_size: int | None = None,
     progress: bool = True,
     settings: Mapping[str, Any] | None = None,
+    engine: str = "batched",
 ) -> list[EpisodeRecord]:
     """Run ``num_episodes`` episodes of ``env_id`` with ``agent``, batching every turn.
 
@@ -56,10 +57,14 @@ def rollout(
             reused, and records of other settings are refused.
         shuffle: Pose a seeded random subset of problems instead of the first ones.
         batch_size: Most observations per ``agent.act`` call; None sends all at once.
+            With ``engine="async"``: most episodes waiting for an answer at once.
         progress: Show a progress bar.
         settings: What else decides the episodes' outcomes (model, sampling, ...),
             recorded in every episode beside the environment, its arguments, the agent's
             name and the seed.
+        engine: ``"batched"`` (lock-step turns, one ``act`` call for all live episodes)
+            or ``"async"`` (each episode advances on its own, for servers; see
+            `agents.async_rollout`). Same records either way.
 
     Returns:
         The records of all ``num_episodes`` episodes (reused and new), in problem order.
@@ -77,7 +82,7 @@ def rollout(
         shuffle=shuffle,
         settings=settings,
     )
-    return plan.run(batch_size=batch_size, progress=progress)
+    return plan.run(batch_size=batch_size, progress=progress, engine=engine)
 
 
 def plan_rollout(
@@ -156,8 +161,16 @@ class Rollout:
         """The problems still to play."""
         return [index for index in self.indices if index not in self.finished]
 
-    def run(self, *, batch_size: int | None = None, progress: bool = True) -> list[EpisodeRecord]:
+    def run(
+        self, *, batch_size: int | None = None, progress: bool = True, engine: str = "batched"
+    ) -> list[EpisodeRecord]:
         """Play the pending episodes (see `rollout`); return every record in problem order."""
+        if engine == "async":
+            from agents.async_rollout import run_async
+
+            return run_async(self, max_in_flight=batch_size, progress=progress)
+        if engine != "batched":
+            raise ValueError(f"engine must be 'batched' or 'async', got {engine!r}")
         pending = self.pending
         bar = tqdm(
             total=len(self.indices),
