@@ -141,7 +141,7 @@ def read_records(path: str | os.PathLike[str]) -> list[EpisodeRecord]:
     """
     contents = _read(Path(path))
     if contents.notes:
-        logger.warning("%s: %s; read the complete records", path, "; ".join(contents.notes))
+        logger.warning("%s: %s; read the complete records only", path, "; ".join(contents.notes))
     return contents.records
 
 
@@ -192,7 +192,7 @@ def resume_records(
         ) from error
     if contents.notes:
         logger.warning(
-            "%s: %s; repaired the file, keeping every complete record",
+            "%s: %s; repaired the file: dropped what was cut short, kept every complete record",
             path,
             "; ".join(contents.notes),
         )
@@ -271,9 +271,9 @@ def _read(path: Path) -> _Contents:
             recovered = _recover(line)
             if recovered:  # an older rise-gym appended a record onto a line cut short
                 record, line = recovered
-                contents.notes.append(f"dropped the start of line {number}, an episode cut short")
+                contents.notes.append(f"line {number} starts with an episode cut short by a crash")
             elif last and _is_cut_record(line):
-                contents.notes.append(f"dropped line {number}, an episode cut short by a crash")
+                contents.notes.append(f"line {number} is an episode cut short by a crash")
                 continue
             else:
                 raise ResultsError(
@@ -282,7 +282,7 @@ def _read(path: Path) -> _Contents:
                     "records are kept), or pass another output path"
                 ) from error
         if last:
-            contents.notes.append(f"line {number} lacked its newline")
+            contents.notes.append(f"line {number} lacks its newline")
         contents.records.append(record)
         contents.lines.append(line + b"\n")
     return contents

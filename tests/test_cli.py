@@ -297,7 +297,7 @@ def test_eval_repairs_a_line_cut_short_with_one_warning(tmp_path, capsys, caplog
     code, out, err = run_cli(capsys, "eval", "--output", str(output), *TINY)
     assert code == 0 and "| sequential | RISE-Arithmetic-v0 | 2 |" in out
     [warning] = [record.getMessage() for record in caplog.records]
-    assert "dropped line 2, an episode cut short by a crash" in warning
+    assert "line 2 is an episode cut short by a crash; repaired the file" in warning
     lines = output.read_text().splitlines(keepends=True)
     assert lines[0] == complete.splitlines(keepends=True)[0]  # the first episode, kept
     assert [r.index for r in read_records(output)] == [0, 1]  # the second, played again
