@@ -1,9 +1,9 @@
-"""Choosing which turn's answer to submit: a learned stopping policy and the baseline rules.
+"""A learned stopping policy: when to stop retrying and submit, trained with stable-baselines3.
 
-A selection rule looks at a recorded multi-turn episode and picks the turn whose answer
-is submitted, using only the attempts up to that turn (except the oracle). The rules
-are scored by one function, `evaluate_selection`, so the learned policy, majority vote
-(m1@tk), last answer, first answer and the oracle (p1@tk) are compared on equal terms::
+A `StoppingPolicy` is a selection rule (`rise_gym.selection.SelectionRule`): it picks
+the turn of a recorded episode whose answer is submitted. It is scored by
+`rise_gym.selection.evaluate_selection` (re-exported here), on equal terms with the
+baseline rules there (majority vote, last answer, first answer, the oracle)::
 
     from agents.stopping import evaluate_selection, train_stopping_policy
 
@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import numpy as np
 
@@ -34,10 +33,10 @@ from rise_gym.envs.stopping import (
     EpisodeSource,
     StoppingEnv,
     episode_features,
-    load_episodes,
 )
-from rise_gym.metrics import Estimate, majority_answer, wilson_interval
 from rise_gym.records import TurnRecord
+from rise_gym.selection import Choice
+from rise_gym.selection import evaluate_selection as evaluate_selection  # re-exported
 
 Algorithm = Literal["ppo", "dqn"]
 
@@ -49,117 +48,8 @@ _DEFAULT_ALGORITHM_KWARGS: dict[str, dict[str, Any]] = {
 steps and the return is the objective itself, so no discounting."""
 
 
-class Choice(NamedTuple):
-    """What a selection rule decided for one episode.
-
-    Attributes:
-        turn_index: 0-based index of the submitted turn; None when nothing is submitted
-            (majority vote over turns without any answer), which counts as wrong.
-        turns_used: How many turns the rule needed to see.
-    """
-
-    turn_index: int | None
-    turns_used: int
-
-
-SelectionRule = Callable[[Sequence[TurnRecord]], Choice]
-"""Given an episode's turns (at most ``max_turns``, in order), the `Choice` made."""
-
-
-@dataclass(frozen=True)
-class Selection:
-    """A selection rule scored on recorded episodes.
-
-    Attributes:
-        rule: The rule's name (``"majority"``, ``"oracle"``, a policy's name, ...).
-        accuracy: The fraction of episodes whose submitted answer is correct, with its
-            95% Wilson interval.
-        average_turns: Mean number of turns the rule used per episode.
-    """
-
-    rule: str
-    accuracy: Estimate
-    average_turns: float
-
-    def __str__(self) -> str:
-        return f"{self.rule}: {self.accuracy} in {self.average_turns:.2f} turns"
-
-
-def evaluate_selection(
-    episodes: EpisodeSource, rule: str | SelectionRule, *, max_turns: int | None = None
-) -> Selection:
-    """Score a selection rule on recorded episodes of any multi-turn agent.
-
-    This is the entry point for leaderboards: pass the records of a run made without
-    the oracle stop and either a baseline name or a `StoppingPolicy`.
-
-    - ``"majority"``: the majority answer over all turns, ties to the most recent
-      (the m1@tk rule of `rise_gym.metrics`); uses every turn.
-    - ``"last"`` / ``"first"``: the answer of the last / first turn.
-    - ``"oracle"``: the first correct answer (p1@tk, an upper bound); uses the turns up
-      to it, or all of them when none is correct.
-    - a `StoppingPolicy` (or any `SelectionRule`): the first turn it submits at.
-
-    Args:
-        episodes: An episodes JSONL file or a list of `EpisodeRecord`, recorded with
-            ``stop_on_correct=False``; ungradable episodes are left out.
-        rule: A name in `BASELINE_RULES` or a callable rule.
-        max_turns: Use the first ``max_turns`` turns of each episode (k of m1@tk and
-            p1@tk); None uses all recorded turns.
-
-    Returns:
-        The accuracy (an `Estimate` over the episodes) and the average turns used.
-
-    Raises:
-        ValueError: If ``rule`` is an unknown name, or as `load_episodes` raises (no
-            usable episodes, oracle-stopped runs).
-    """
-    if isinstance(rule, str):
-        if rule not in BASELINE_RULES:
-            raise ValueError(f"unknown selection rule {rule!r}; valid: {sorted(BASELINE_RULES)}")
-        name, choose = rule, BASELINE_RULES[rule]
-    else:
-        name, choose = getattr(rule, "name", type(rule).__name__), rule
-    records, max_turns = load_episodes(episodes, max_turns=max_turns)
-    correct, turns_used = [], []
-    for record in records:
-        turns = record.turns[:max_turns]
-        choice = choose(turns)
-        correct.append(choice.turn_index is not None and turns[choice.turn_index].correct)
-        turns_used.append(choice.turns_used)
-    low, high = wilson_interval(sum(correct), len(correct))
-    accuracy = Estimate(value=sum(correct) / len(correct), low=low, high=high, n=len(correct))
-    return Selection(name, accuracy, float(np.mean(turns_used)))
-
-
-def _majority(turns: Sequence[TurnRecord]) -> Choice:
-    return Choice(majority_answer([t.answer for t in turns], prefer="last"), len(turns))
-
-
-def _last(turns: Sequence[TurnRecord]) -> Choice:
-    return Choice(len(turns) - 1, len(turns))
-
-
-def _first(turns: Sequence[TurnRecord]) -> Choice:
-    return Choice(0, 1)
-
-
-def _oracle(turns: Sequence[TurnRecord]) -> Choice:
-    index = next((i for i, turn in enumerate(turns) if turn.correct), len(turns) - 1)
-    return Choice(index, index + 1)
-
-
-BASELINE_RULES: dict[str, SelectionRule] = {
-    "majority": _majority,
-    "last": _last,
-    "first": _first,
-    "oracle": _oracle,
-}
-"""The baseline selection rules by name (see `evaluate_selection`)."""
-
-
 class StoppingPolicy:
-    """A trained stopping policy, usable as a `SelectionRule`.
+    """A trained stopping policy, usable as a `rise_gym.selection.SelectionRule`.
 
     Calling it on an episode's turns computes the features `StoppingEnv` would show and
     submits at the first turn the model chooses `SUBMIT` (deterministically), or at

@@ -23,12 +23,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from agents.stopping import (
-    BASELINE_RULES,
-    SelectionRule,
-    evaluate_selection,
-    train_stopping_policy,
-)
+from agents.stopping import train_stopping_policy
+from rise_gym.selection import BASELINE_RULES, SelectionRule, evaluate_selection
 
 ENV_ID = "RISE-Arithmetic-v0"
 

@@ -158,7 +158,7 @@ def pass_at_turns(records: Sequence[EpisodeRecord], k: int) -> Estimate:
                 f"needs {k}; rerun with max_turns >= {k}"
             )
         outcomes.append(float(solved))
-    return _estimate(outcomes)
+    return proportion(outcomes)
 
 
 def majority_at_turns(records: Sequence[EpisodeRecord], k: int) -> Estimate:
@@ -194,7 +194,7 @@ def majority_at_turns(records: Sequence[EpisodeRecord], k: int) -> Estimate:
         answers = [turn.answer for turn in turns]
         _, correct = majority_vote(answers, [turn.correct for turn in turns], prefer="last")
         outcomes.append(float(correct))
-    return _estimate(outcomes)
+    return proportion(outcomes)
 
 
 def majority_at_samples(records: Sequence[EpisodeRecord], k: int) -> Estimate:
@@ -218,7 +218,7 @@ def majority_at_samples(records: Sequence[EpisodeRecord], k: int) -> Estimate:
             [s.answer for s in first], [s.correct for s in first], prefer="first"
         )
         outcomes.append(float(correct))
-    return _estimate(outcomes)
+    return proportion(outcomes)
 
 
 def pass_at_samples(
@@ -249,11 +249,15 @@ def pass_at_samples(
             outcomes.append(_unbiased_pass_at_k(len(samples), sum(s.correct for s in samples), k))
         else:
             outcomes.append(float(any(s.correct for s in samples[:k])))
-    return _estimate(outcomes)
+    return proportion(outcomes)
 
 
 def summarize(
-    records: Sequence[EpisodeRecord], max_turns: int, k_samples: int | None = None
+    records: Sequence[EpisodeRecord],
+    max_turns: int,
+    k_samples: int | None = None,
+    *,
+    curves: bool = False,
 ) -> dict[str, Estimate]:
     """The standard RISE table for one run, keyed by metric name.
 
@@ -268,6 +272,8 @@ def summarize(
         max_turns: The turn count k of p1@tk and m1@tk.
         k_samples: The sample count k (>= 2) of mk@t1 and pk@t1; None takes the fewest
             turn-1 samples any record carries.
+        curves: Also ``m1@t2`` .. ``m1@t{max_turns - 1}``, so that m1 has a value at every
+            turn, as p1 has (the accuracy-against-turn curves of a report).
 
     Raises:
         ValueError: As the metrics do (too few turns or samples, no records).
@@ -275,6 +281,8 @@ def summarize(
     _check_k(max_turns)
     summary = {f"p1@t{k}": pass_at_turns(records, k) for k in range(1, max_turns + 1)}
     summary["m1@t1"] = majority_at_turns(records, 1)
+    for k in range(2, max_turns) if curves else ():
+        summary[f"m1@t{k}"] = majority_at_turns(records, k)
     oracle_stopped = any(
         len(r.turns) < max_turns and r.turns and r.turns[-1].correct for r in _gradable(records)
     )
@@ -334,6 +342,30 @@ def turn_transitions(records: Sequence[EpisodeRecord]) -> dict[str, int]:
     return counts
 
 
+def proportion(outcomes: Sequence[float]) -> Estimate:
+    """The mean of per-problem outcomes with its 95% Wilson interval.
+
+    Every metric here, and every selection rule's accuracy (`rise_gym.selection`), is
+    scored by this one function.
+
+    Args:
+        outcomes: One value in [0, 1] per problem: 1.0 solved, 0.0 not, or a fraction
+            (e.g. an unbiased pass@k value).
+
+    Returns:
+        The estimate over ``len(outcomes)`` problems.
+
+    Raises:
+        ValueError: If ``outcomes`` is empty.
+
+    Example:
+        >>> print(proportion([True, False, True, True]))
+        75.0 [30.1, 95.4]
+    """
+    low, high = wilson_interval(sum(outcomes), len(outcomes))
+    return Estimate(value=_mean(outcomes), low=low, high=high, n=len(outcomes))
+
+
 def wilson_interval(successes: float, n: int, *, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval for a proportion of ``successes`` out of ``n``.
 
@@ -361,11 +393,6 @@ def wilson_interval(successes: float, n: int, *, confidence: float = 0.95) -> tu
     center = (p + z * z / (2 * n)) / denominator
     half = z / denominator * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     return max(0.0, center - half), min(1.0, center + half)
-
-
-def _estimate(outcomes: Sequence[float]) -> Estimate:
-    low, high = wilson_interval(sum(outcomes), len(outcomes))
-    return Estimate(value=_mean(outcomes), low=low, high=high, n=len(outcomes))
 
 
 def _gradable(records: Sequence[EpisodeRecord]) -> list[EpisodeRecord]:

@@ -10,13 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from agents.evaluate import Evaluation
-from agents.stopping import Selection, SelectionRule, evaluate_selection
-from rise_gym.metrics import (
-    Estimate,
-    average_generated_tokens,
-    average_llm_calls,
-    majority_at_turns,
-)
+from rise_gym.metrics import Estimate, average_generated_tokens, average_llm_calls, summarize
+from rise_gym.selection import Selection, SelectionRule, evaluate_selection
 
 _STOP_TURNS = "stop_turns"
 """The column of a stopping rule's average turns (``stop@tk`` holds its accuracy)."""
@@ -54,7 +49,7 @@ class Entry:
     def from_evaluation(
         cls, evaluation: Evaluation, stopping: SelectionRule | None = None
     ) -> Entry:
-        """Summarise an evaluation, adding m1@tk at every turn k for the accuracy curves.
+        """Summarise an evaluation, with m1@tk at every turn k for the accuracy curves.
 
         Args:
             evaluation: The records and metrics of one agent on one environment.
@@ -65,10 +60,8 @@ class Entry:
             The entry.
         """
         records = evaluation.records
-        metrics = dict(evaluation.metrics)
-        turns = max(int(name[4:]) for name in metrics if name.startswith("p1@t"))
-        for k in range(2, turns):
-            metrics[f"m1@t{k}"] = majority_at_turns(records, k)
+        turns = max(int(name[4:]) for name in evaluation.metrics if name.startswith("p1@t"))
+        metrics = summarize(records, turns, curves=True)
         sampled = any(record.turns[0].samples for record in records if record.turns)
         if stopping is not None and not sampled:
             selection = evaluate_selection(records, stopping, max_turns=turns)
