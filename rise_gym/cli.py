@@ -61,7 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 130
     except RiseGymError as error:
-        args.parser.error(str(error))
+        parser: Parser = args.parser
+        parser.error(str(error))
 
 
 class Parser(argparse.ArgumentParser):
@@ -162,17 +163,13 @@ def _envs(args: argparse.Namespace) -> int:
 
     rows = [("id", "problems", "source")]
     for env_id in ENV_IDS:
-        with _data_origins() as origins:
-            try:
-                env = gym.make(env_id).unwrapped
-            except (RiseGymError, ImportError, ValueError, TypeError) as error:
-                rows.append((env_id, "-", f"not available: {error}"))
-                continue
+        try:
+            env = gym.make(env_id).unwrapped
+        except (RiseGymError, ImportError, ValueError, TypeError) as error:
+            rows.append((env_id, "-", f"not available: {error}"))
+            continue
         size = str(len(env.problems)) if hasattr(env, "problems") else "-"
-        if not origins:  # the loaders report a source once per process (they cache)
-            procedural = ENV_IDS[env_id][0].endswith(":ArithmeticEnv")
-            origins = ["procedural (seeded generator)" if procedural else "loaded before"]
-        rows.append((env_id, size, "; ".join(origins)))
+        rows.append((env_id, size, getattr(env, "data_origin", None) or "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(2)]
     for env_id, size, source in rows:
         print(f"{env_id:<{widths[0]}}  {size:>{widths[1]}}  {source}")
@@ -245,6 +242,7 @@ def _checked_config(
 
 
 def _train(args: argparse.Namespace) -> int:
+    from agents.llm.factory import BACKEND_PACKAGES, require
     from agents.rise.config import RISEConfig
 
     with _bad_arguments(args.parser):
@@ -257,10 +255,8 @@ def _train(args: argparse.Namespace) -> int:
             )
         _check_model(args.model, args.backend)
         _check_folder(config.output_dir)
-        from agents.llm.factory import BACKEND_PACKAGES, require
-
-        training = ("torch", "transformers", *(() if args.full_finetune else ("peft",)))
-        packages = (*training, *BACKEND_PACKAGES[args.backend])
+        needed = ("torch", "transformers", *(() if args.full_finetune else ("peft",)))
+        packages = (*needed, *BACKEND_PACKAGES[args.backend])
         require(*dict.fromkeys(packages), purpose=f"training with the {args.backend} back end")
         env_kwargs = dict(args.env_args)
         if ENV_IDS.get(args.env, ("",))[0].endswith(":ArithmeticEnv"):
@@ -430,33 +426,6 @@ def _check_env(env_id: str, kwargs: dict[str, Any]) -> None:
         gym.make(env_id, **kwargs)
     except TypeError as error:
         raise ValueError(f"{env_id} rejects its settings {kwargs}: {error}") from error
-
-
-@contextmanager
-def _data_origins() -> Iterator[list[str]]:
-    """Collect the origins the data loaders log (``... rows from <origin>``) in the block."""
-    handler = _OriginLog()
-    logger = logging.getLogger("rise_gym.data")
-    saved = logger.level, logger.propagate
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    try:
-        yield handler.origins
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(saved[0])
-        logger.propagate = saved[1]
-
-
-class _OriginLog(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.origins: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if "rows from" in str(record.msg) and isinstance(record.args, tuple):
-            self.origins.append(str(record.args[-1]))
 
 
 def _or_none(convert: Callable[[str], Any]) -> Callable[[str], Any]:
