@@ -5,6 +5,7 @@ Every agent has a ``name`` and ``act(observations) -> list[Action | str]``; see
 """
 
 from agents.base import Action, Agent, FunctionAgent, as_action
+from agents.glore import GLoRE
 from agents.parallel import ParallelSampling
 from agents.rollout import rollout
 from agents.self_refine import SelfRefine
@@ -14,6 +15,7 @@ __all__ = [
     "Action",
     "Agent",
     "FunctionAgent",
+    "GLoRE",
     "ParallelSampling",
     "SelfRefine",
     "SequentialRetry",
