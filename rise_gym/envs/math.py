@@ -84,5 +84,7 @@ class MathEnv(MathGraderMixin, MultiTurnEnv):
         super().__init__(**kwargs)
 
     def load_problems(self) -> Sequence[Problem]:
-        """The problems of the configured data set and split."""
-        return load_math_problems(self.dataset, self.split, self.data_files)
+        """The problems of the configured data set and split; sets `data_origin`."""
+        loaded = load_math_problems(self.dataset, self.split, self.data_files)
+        self.data_origin = loaded.origin
+        return loaded.problems
