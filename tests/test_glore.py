@@ -198,3 +198,12 @@ def test_runs_end_to_end_on_the_tiny_model(tiny_llm):
         # a critic for each non-empty answer; an empty one is refined globally in one call
         assert calls[0] == 1 and all(c in (1, 2) for c in calls[1:])
         assert all(r in ("local", "global") for r in refinements)
+
+
+def test_the_leaderboard_fields_it_by_name():
+    from agents.leaderboard import AGENT_KINDS, LeaderboardConfig, build_agent
+
+    config = LeaderboardConfig(agents=("glore",), max_new_tokens=12, temperature=0.0)
+    agent = build_agent("glore", ScriptedLLM(), config)  # type: ignore[arg-type]
+    assert "glore" in AGENT_KINDS and isinstance(agent, GLoRE) and agent.name == "glore"
+    assert agent.params.max_new_tokens == 12 and agent.refinement == "auto"

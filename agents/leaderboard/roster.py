@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from agents.base import Agent
+from agents.glore import GLoRE
 from agents.llm.base import LLM, SamplingParams
 from agents.parallel import ParallelSampling
 from agents.self_refine import SelfRefine
@@ -17,6 +18,7 @@ AGENT_KINDS = {
     "sequential": "k turns, each conditioned on the earlier attempts (prompting only)",
     "parallel": "k independent samples at turn 1, majority answer submitted",
     "self-refine": "k turns; each later turn is the model's own critique, then a refinement",
+    "glore": "k turns; each later turn a critic names the first wrong step, then a rewrite from it",
     "rise": "sequential with a RISE-trained adapter (needs an adapter)",
 }
 """Every agent name a leaderboard accepts, with what it does."""
@@ -43,6 +45,8 @@ def build_agent(kind: str, llm: LLM, config: LeaderboardConfig) -> Agent:
         return SequentialRetry(llm, params, adapter=config.adapter, name=kind)
     if kind == "self-refine":
         return SelfRefine(llm, params, name=kind)
+    if kind == "glore":
+        return GLoRE(llm, params, name=kind)
     if kind == "parallel":
         sampling = SamplingParams(
             max_new_tokens=config.max_new_tokens,
