@@ -6,14 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from agents import FunctionAgent, ParallelSampling, SelfRefine, SequentialRetry, rollout
+from agents import FunctionAgent, GLoRE, ParallelSampling, SelfRefine, SequentialRetry, rollout
 from agents.llm.base import SamplingParams
 from rise_gym import ENV_IDS
 from rise_gym.metrics import summarize
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TEXT_ENVS = sorted(env_id for env_id in ENV_IDS if env_id != "RISE-Stopping-v0")
-ENV_KWARGS = {"RISE-MBPP-v0": {"data_files": FIXTURES / "mbpp_sample.jsonl"}}
+ENV_KWARGS = {
+    "RISE-MBPP-v0": {"data_files": FIXTURES / "mbpp_sample.jsonl"},
+    "RISE-CoNaLa-v0": {"data_files": FIXTURES / "conala_sample.jsonl"},
+}
 GREEDY = SamplingParams(max_new_tokens=6)
 SAMPLED = SamplingParams(max_new_tokens=6, temperature=1.0, seed=0)
 
@@ -30,11 +33,13 @@ def build(agent_name: str, llm):
         return SequentialRetry(llm, GREEDY)
     if agent_name == "parallel":
         return ParallelSampling(llm, k=3, params=SAMPLED)
+    if agent_name == "glore":
+        return GLoRE(llm, GREEDY)
     return SelfRefine(llm, GREEDY)
 
 
 @pytest.mark.parametrize("env_id", TEXT_ENVS)
-@pytest.mark.parametrize("agent_name", ["sequential", "parallel", "self-refine"])
+@pytest.mark.parametrize("agent_name", ["sequential", "parallel", "self-refine", "glore"])
 def test_every_agent_runs_on_every_env(env_id, agent_name, tiny_llm):
     agent = build(agent_name, tiny_llm)
     kwargs = {**ENV_KWARGS.get(env_id, {}), "max_turns": 2}

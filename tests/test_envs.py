@@ -15,6 +15,7 @@ from rise_gym.envs.arithmetic import ArithmeticEnv, generate_problems
 FIXTURES = Path(__file__).parent / "fixtures"
 ENV_KWARGS = {
     "RISE-MBPP-v0": {"data_files": FIXTURES / "mbpp_sample.jsonl"},
+    "RISE-CoNaLa-v0": {"data_files": FIXTURES / "conala_sample.jsonl"},
     "RISE-Stopping-v0": {"episodes": FIXTURES / "stopping_episodes.jsonl"},
 }
 

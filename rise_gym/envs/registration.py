@@ -13,6 +13,7 @@ ENV_IDS: dict[str, tuple[str, dict[str, object]]] = {
     "RISE-Arithmetic-v0": ("rise_gym.envs.arithmetic:ArithmeticEnv", {}),
     "RISE-HumanEval-v0": ("rise_gym.envs.code:CodeEnv", {"dataset": "humaneval"}),
     "RISE-MBPP-v0": ("rise_gym.envs.code:CodeEnv", {"dataset": "mbpp"}),
+    "RISE-CoNaLa-v0": ("rise_gym.envs.conala:ConalaEnv", {}),
     "RISE-Stopping-v0": ("rise_gym.envs.stopping:StoppingEnv", {}),
 }
 """Every registered id, its entry point and its default keyword arguments."""
