@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import math
 import os
 import secrets
 import signal
@@ -46,15 +47,19 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from rise_gym.errors import SandboxError
-from rise_gym.graders._sandbox.worker import Isolation, Limits, Worker
+from rise_gym.graders._sandbox.worker import Isolation, Limits, Worker, WorkerLost
 
 CodeStatus = Literal["passed", "failed", "timeout", "memory", "runtime_error", "syntax_error"]
 """How a graded program ended."""
 
 DEFAULT_TIMEOUT = 5.0
 """Wall-clock seconds allowed for a program and its tests together."""
+MAX_TIMEOUT = 3600.0
+"""The longest timeout accepted (an hour)."""
+INODES = 16_384
+"""Files and folders a program may create in its scratch /tmp."""
 
-__all__ = ["DEFAULT_TIMEOUT", "CodePool", "CodeResult", "CodeStatus", "grade_code"]
+__all__ = ["DEFAULT_TIMEOUT", "MAX_TIMEOUT", "CodePool", "CodeResult", "CodeStatus", "grade_code"]
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,9 @@ def grade_code(program: str, tests: str, *, timeout: float = DEFAULT_TIMEOUT) ->
         The verdict, with the first failure as feedback.
 
     Raises:
-        ValueError: ``tests`` is not valid Python (a broken problem, not a wrong program).
+        TypeError: ``program`` or ``tests`` is not a str, or ``timeout`` not a number.
+        ValueError: ``tests`` is not valid Python (a broken problem, not a wrong program),
+            or ``timeout`` is not in (0, `MAX_TIMEOUT`] (NaN and infinity included).
         SandboxError: The sandbox itself failed; the program was neither passed nor failed.
     """
     return _default_pool().grade(program, tests, timeout=timeout)
@@ -127,6 +134,7 @@ class CodePool:
         memory_limit_mb: int = 1024,
         max_processes: int = 32,
         max_file_size_mb: int = 16,
+        max_disk_mb: int = 64,
         max_open_files: int = 128,
         max_output_bytes: int = 65_536,
     ):
@@ -140,6 +148,7 @@ class CodePool:
             memory_limit_mb: Address-space limit of each program.
             max_processes: Process limit of each program's uid (stops fork bombs).
             max_file_size_mb: Largest file a program may write.
+            max_disk_mb: All a program may write (its scratch /tmp; with namespaces).
             max_open_files: Open file descriptors per program process.
             max_output_bytes: Stdout and stderr kept per program (the rest is dropped).
         """
@@ -153,6 +162,8 @@ class CodePool:
             file_size_bytes=max_file_size_mb * 2**20,
             open_files=max_open_files,
             output_bytes=max_output_bytes,
+            disk_bytes=max_disk_mb * 2**20,
+            inodes=INODES,
         )
         self._idle: list[Worker] = []
         self._started = 0
@@ -161,24 +172,23 @@ class CodePool:
 
     def grade(self, program: str, tests: str, *, timeout: float = DEFAULT_TIMEOUT) -> CodeResult:
         """Grade one program; see `grade_code` for the arguments and errors."""
-        if timeout <= 0:
-            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
-        try:
-            compile(tests, "<tests>", "exec")
-        except (SyntaxError, ValueError) as error:
-            raise ValueError(f"the tests are not valid Python: {error}") from error
+        _check_job(program, tests, timeout)
         nonce = secrets.token_hex(16)
-        worker = self._acquire()
         try:
-            raw = worker.run(program, tests, nonce, timeout, self.limits)
-        finally:
-            self._release(worker)
-        return _verdict(raw, nonce, timeout, worker.network_isolated)
+            raw, network = self._run(program, tests, nonce, timeout)
+        except WorkerLost:  # killed while idle: the job never started, a fresh worker runs it
+            raw, network = self._run(program, tests, nonce, timeout)
+        return _verdict(raw, nonce, timeout, network)
 
     def grade_many(
         self, jobs: Sequence[tuple[str, str]], *, timeout: float = DEFAULT_TIMEOUT
     ) -> list[CodeResult]:
-        """Grade ``(program, tests)`` pairs in parallel; results come back in order."""
+        """Grade ``(program, tests)`` pairs in parallel; results come back in order.
+
+        Every job is checked (`grade_code`'s TypeError and ValueError) before any runs.
+        """
+        for program, tests in jobs:
+            _check_job(program, tests, timeout)
         with ThreadPoolExecutor(max_workers=self.workers) as executor:
             futures = [executor.submit(self.grade, p, t, timeout=timeout) for p, t in jobs]
             return [future.result() for future in futures]
@@ -198,15 +208,27 @@ class CodePool:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def _run(self, program: str, tests: str, nonce: str, timeout: float) -> tuple[Any, bool]:
+        """One attempt on one worker: the zygote's raw reply and the network isolation."""
+        worker = self._acquire()
+        try:
+            return worker.run(program, tests, nonce, timeout, self.limits), worker.network_isolated
+        finally:
+            self._release(worker)
+
     def _acquire(self) -> Worker:
         with self._lock:
             while not self._idle and self._started >= self.workers and not self._closed:
                 self._lock.wait()
             if self._closed:
                 raise SandboxError("this CodePool is closed; create a new one")
-            if self._idle:
-                return self._idle.pop()
-            self._started += 1
+            idle = self._idle.pop() if self._idle else None
+            if idle is None:
+                self._started += 1
+        if idle is not None:
+            if idle.alive:
+                return idle
+            idle.close()  # died while idle (killed from outside): a fresh one takes its slot
         try:
             return Worker(self.isolation)
         except BaseException:
@@ -215,7 +237,7 @@ class CodePool:
 
     def _release(self, worker: Worker) -> None:
         with self._lock:
-            keep = worker.alive and not self._closed
+            keep = worker.reusable and worker.alive and not self._closed
             if keep:
                 self._idle.append(worker)
                 self._lock.notify()
@@ -227,6 +249,23 @@ class CodePool:
         with self._lock:
             self._started -= 1
             self._lock.notify()
+
+
+def _check_job(program: str, tests: str, timeout: float) -> None:
+    """Refuse a job that could never be graded, before any worker is touched."""
+    for name, value in (("program", program), ("tests", tests)):
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds, got {type(timeout).__name__}")
+    if not (math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT):
+        raise ValueError(
+            f"timeout must be > 0 seconds and at most {MAX_TIMEOUT:g}, got {timeout!r}"
+        )
+    try:
+        compile(tests, "<tests>", "exec")
+    except (SyntaxError, ValueError) as error:
+        raise ValueError(f"the tests are not valid Python: {error}") from error
 
 
 def _verdict(raw: dict[str, Any], nonce: str, timeout: float, network: bool) -> CodeResult:

@@ -1,16 +1,24 @@
 """The child side of the sandbox: limits, the program, then the tests, then the pass token.
 
 Runs in the process the zygote forks for one program, with fds 0 (/dev/null), 1 and 2
-(capped pipes), 3 (the report pipe) and 4 (the tests pipe). The order is what the
-pass proof rests on:
+(capped pipes), 3 (the report pipe) and 4 (the tests, then the nonce). The order is
+what the pass proof rests on:
 
-1. resource limits, a fresh work directory, an unprivileged uid where we are root;
-2. the program runs (its top-level code) with neither the tests nor the nonce anywhere
-   in this process's memory;
-3. the harness writes ``ready`` and only then receives the tests and the nonce;
+1. resource limits, the job's work directory, every capability dropped for good and
+   an unprivileged uid where we are root;
+2. the harness's audit hook, the only one the process will have: it refuses new hooks
+   and every way Python offers to reach a frame or to list live objects (frames of
+   tracebacks, generators and coroutines, ``sys._getframe``, ``sys._current_frames``,
+   ``gc.get_objects``/referrers/referents, trace and profile functions), so no code of
+   the program can look into the harness's frames;
+3. the program runs (its top-level code), then the harness writes ``ready`` and only
+   then receives the tests;
 4. the tests run in the program's namespace, with a pristine copy of the builtins
    (so patching ``builtins.abs`` or ``__builtins__`` in the program does not reach them);
-5. only when every test ran does the harness write ``passed <nonce>``.
+5. only when every test ran, with signals blocked, tracing off and the garbage
+   collector stopped (no program code can run in this thread any more), the harness
+   writes ``done``, receives this run's nonce and writes ``passed <nonce>``: the nonce
+   is never in this process while code of the program runs in this thread.
 
 A failure is reported as one JSON line ``{"status", "feedback"}``; the parent trusts it
 only to describe a failure, never as a pass.
@@ -18,8 +26,10 @@ only to describe a failure, never as a pass.
 
 from __future__ import annotations
 
+import _signal
 import builtins
 import ctypes
+import gc
 import json
 import math
 import os
@@ -31,15 +41,36 @@ from typing import Any, NoReturn
 
 REPORT_FD = 3
 TESTS_FD = 4
+NONCE_BYTES = 32
 FEEDBACK_LIMIT = 2_000
-PR_SET_KEEPCAPS = 8
-CAP_DAC_READ_SEARCH = 2
+PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 24, 47, 4
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
+REFUSED_EVENTS = frozenset(
+    {
+        "sys.addaudithook",
+        "sys._getframe",
+        "sys._getframemodulename",
+        "sys._current_frames",
+        "sys._current_exceptions",
+        "sys.settrace",
+        "sys.setprofile",
+        "gc.get_objects",
+        "gc.get_referrers",
+        "gc.get_referents",
+    }
+)
+"""Audit events refused while the program and the tests run."""
+FRAME_ATTRIBUTES = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame"})
+"""Attributes (audited as ``object.__getattr__``) that hand out a frame."""
 
 # Bound now, so a program that patches these modules cannot change what the harness calls.
 _write, _read, _exit, _getpid = os.write, os.read, os._exit, os.getpid
-_dumps, _loads = json.dumps, json.loads
+_dumps = json.dumps
 _extract_tb, _format_only = traceback.extract_tb, traceback.format_exception_only
+_settrace, _setprofile, _gc_disable = sys.settrace, sys.setprofile, gc.disable
+_sigmask, _all_signals = _signal.pthread_sigmask, _signal.valid_signals  # C, not signal.py
+_refused: frozenset[str] = frozenset()
+"""The audit events refused now (none before the program and while reporting a failure)."""
 
 
 def run(job: dict[str, Any], workdir: str, uid: int | None) -> NoReturn:
@@ -49,8 +80,7 @@ def run(job: dict[str, Any], workdir: str, uid: int | None) -> NoReturn:
     os.chdir(workdir)
     os.environ.update(HOME=workdir, TMPDIR=workdir)
     tempfile.tempdir = workdir
-    if uid is not None:
-        _drop_privileges(uid)
+    _drop_privileges(uid)
     program = job["program"]
     pristine = dict(builtins.__dict__)
     namespace: dict[str, Any] = {"__name__": "solution", "__builtins__": builtins}
@@ -58,6 +88,8 @@ def run(job: dict[str, Any], workdir: str, uid: int | None) -> NoReturn:
         code = compile(program, "<program>", "exec")
     except BaseException as error:  # SyntaxError, null bytes, MemoryError on huge input
         _fail("compile", error, program, "")
+    _refuse(REFUSED_EVENTS)
+    sys.addaudithook(_audit)
     try:
         exec(code, namespace)
     except BaseException as error:  # SystemExit too: exiting is not passing
@@ -65,8 +97,7 @@ def run(job: dict[str, Any], workdir: str, uid: int | None) -> NoReturn:
         _fail("program", error, program, "")
     _stop_if_copy(me)
     _write(REPORT_FD, b"ready\n")
-    secret = _loads(_read_all(TESTS_FD))
-    tests = secret["tests"]
+    tests = _read_exact(TESTS_FD, int.from_bytes(_read_exact(TESTS_FD, 4), "big")).decode()
     namespace["__builtins__"] = dict(pristine)
     try:
         exec(compile(tests, "<tests>", "exec"), namespace)
@@ -75,8 +106,29 @@ def run(job: dict[str, Any], workdir: str, uid: int | None) -> NoReturn:
         _fail("tests", error, program, tests)
     _stop_if_copy(me)
     _flush()
-    _write(REPORT_FD, f"passed {secret['nonce']}\n".encode())
+    _sigmask(_signal.SIG_BLOCK, _all_signals())
+    _refuse(REFUSED_EVENTS - {"sys.settrace", "sys.setprofile"})
+    _settrace(None)
+    _setprofile(None)
+    _gc_disable()
+    _write(REPORT_FD, b"done\n")
+    _write(REPORT_FD, b"passed " + _read_exact(TESTS_FD, NONCE_BYTES) + b"\n")
     _exit(0)
+
+
+def _refuse(events: frozenset[str]) -> None:
+    global _refused
+    _refused = events
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    """The harness's audit hook: keeps the program's code out of the harness's frames."""
+    if event in _refused or (
+        _refused and event == "object.__getattr__" and args[1] in FRAME_ATTRIBUTES
+    ):
+        # ValueError is what sys._getframe raises past the top of the stack: the standard
+        # library (namedtuple, enum, typing, logging) then carries on without a frame.
+        raise ValueError(f"{event} is not allowed in the sandbox")
 
 
 def _set_limits(limits: dict[str, int], timeout: float) -> None:
@@ -92,23 +144,25 @@ def _set_limits(limits: dict[str, int], timeout: float) -> None:
         resource.setrlimit(limit, (soft, hard))
 
 
-def _drop_privileges(uid: int) -> None:
-    """Become ``uid`` (no groups), keeping only CAP_DAC_READ_SEARCH.
+def _drop_privileges(uid: int | None) -> None:
+    """Give up every capability for good (bounding and ambient sets too), then ``uid``.
 
-    That one capability lets the program read and traverse any file, so an interpreter
-    installed under a private home (e.g. /root/.pyenv) still imports; it grants no
-    write, kill or network right. It does not survive an ``exec`` by the program.
+    Becoming ``uid`` (no groups) clears the capabilities by itself; without a uid (in a
+    user namespace, or not root) they are cleared explicitly, so the program can never
+    read what the files' permissions do not allow it (e.g. /etc/shadow).
     """
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0)
-    os.setgroups([])
-    os.setgid(uid)
-    os.setuid(uid)
+    libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    for capability in range(64):  # fails harmlessly past the last one, or without CAP_SETPCAP
+        libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0)
+    if uid is not None:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
     header = (ctypes.c_uint32 * 2)(LINUX_CAPABILITY_VERSION_3, 0)
-    data = (ctypes.c_uint32 * 6)()  # (effective, permitted, inheritable) x 2 words
-    data[0] = data[1] = 1 << CAP_DAC_READ_SEARCH
+    data = (ctypes.c_uint32 * 6)()  # (effective, permitted, inheritable) x 2 words, all 0
     if libc.capset(header, data) != 0:
-        raise OSError(ctypes.get_errno(), "capset(CAP_DAC_READ_SEARCH) failed")
+        raise OSError(ctypes.get_errno(), "capset failed")
 
 
 def _stop_if_copy(me: int) -> None:
@@ -118,6 +172,7 @@ def _stop_if_copy(me: int) -> None:
 
 
 def _fail(phase: str, error: BaseException, program: str, tests: str) -> NoReturn:
+    _refuse(frozenset())  # the traceback's frames are read below; no nonce comes now
     try:
         record = {"status": _status(phase, error), "feedback": _describe(error, program, tests)}
     except BaseException:  # formatting failed (e.g. out of memory): report the bare type
@@ -170,11 +225,11 @@ def _line(source: str, number: int | None) -> str:
     return lines[number - 1].strip() if number and 0 < number <= len(lines) else ""
 
 
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while chunk := _read(fd, 1 << 20):
-        chunks.append(chunk)
-    return b"".join(chunks)
+def _read_exact(fd: int, size: int) -> bytes:
+    data = b""
+    while len(data) < size and (chunk := _read(fd, size - len(data))):
+        data += chunk
+    return data
 
 
 def _flush() -> None:

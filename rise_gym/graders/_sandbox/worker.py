@@ -3,12 +3,15 @@
 Launch strategies, strongest first:
 
 - ``root`` (we are root): ``unshare --net --pid --mount-proc --kill-child``; the zygote
-  also mounts private tmpfs on /tmp and /dev/shm and runs each program as a fresh
-  unprivileged uid (``UID_BASE`` + the worker's pid), so one slot's fork bomb cannot
-  use up another slot's process limit and no program can touch root's files.
+  moves into its own root file system (`filesystem.PrivateRoot`: read-only system and
+  Python folders, a fresh size-limited /tmp per job) and runs each program as a fresh
+  unprivileged uid (``UID_BASE`` + the worker's pid) without capabilities, so one
+  slot's fork bomb cannot use up another slot's process limit and no program can
+  touch root's files.
 - ``user`` (not root, user namespaces allowed): the same namespaces inside a user
-  namespace, mapping us to an unprivileged uid so the zygote holds no capabilities.
-  Programs then have exactly your user's file permissions.
+  namespace where we are root (``--map-root-user``), so the zygote can build the same
+  private root; programs keep your uid there but no capability, and see none of your
+  files but the read-only system and Python folders.
 - ``none``: no namespaces (no network isolation; descendants tracked through /proc).
 """
 
@@ -51,19 +54,25 @@ SCRUBBED_ENV = {
 _UNSHARE_FLAGS = ["--net", "--pid", "--mount-proc", "--kill-child"]
 _STRATEGY_PREFIX = {
     "root": _UNSHARE_FLAGS,
-    "user": ["--map-user=65534", "--map-group=65534", *_UNSHARE_FLAGS],
+    "user": ["--map-root-user", *_UNSHARE_FLAGS],
 }
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-program resource limits (all enforced with setrlimit in the child)."""
+    """Per-program resource limits (setrlimit in the child; the disk as the size of /tmp)."""
 
     memory_bytes: int
     processes: int
     file_size_bytes: int
     open_files: int
     output_bytes: int
+    disk_bytes: int
+    inodes: int
+
+
+class WorkerLost(SandboxError):
+    """The zygote was gone before it took the job: the job never started."""
 
 
 class Worker:
@@ -107,8 +116,11 @@ class Worker:
         )
         self.uid = UID_BASE + self.process.pid if os.geteuid() == 0 and strategy != "user" else None
         self.strategy = strategy
-        hello = self._ask([{"uid": self.uid, "private_tmp": strategy == "root"}], STARTUP_TIMEOUT)
+        self.reusable = False
+        self._send({"uid": self.uid, "isolate_fs": strategy != "none"})
+        hello = self._receive(STARTUP_TIMEOUT)
         self.network_isolated = strategy != "none" and hello["interfaces"] == ["lo"]
+        self.reusable = True
         if not self.network_isolated:
             warnings.warn(
                 f"the code sandbox runs without network isolation (strategy {strategy!r}): "
@@ -126,17 +138,34 @@ class Worker:
     def run(self, program: str, tests: str, nonce: str, timeout: float, limits: Limits) -> Any:
         """Grade one program; returns the zygote's raw reply.
 
+        The worker is `reusable` again only once a whole reply came back and the zygote
+        did not ask to be retired: one stopped half-way is never given another job.
+
         Raises:
+            WorkerLost: The zygote was already dead: the job did not start.
             SandboxError: The zygote died or stopped answering (it is killed).
         """
-        job = {"program": program, "timeout": timeout, "limits": asdict(limits)}
-        return self._ask([job, {"tests": tests, "nonce": nonce}], timeout + RESPONSE_GRACE)
-
-    def _ask(self, messages: list[Any], timeout: float) -> Any:
-        assert self.process.stdin is not None and self.process.stdout is not None
+        self.reusable = False
         try:
-            for message in messages:
-                write_frame(self.process.stdin.fileno(), message)
+            self._send({"program": program, "timeout": timeout, "limits": asdict(limits)})
+            self._receive(STARTUP_TIMEOUT)  # {"started": true}
+        except SandboxError as error:
+            raise WorkerLost(str(error)) from error
+        self._send({"tests": tests, "nonce": nonce})
+        reply = self._receive(timeout + RESPONSE_GRACE)
+        self.reusable = not reply.pop("retire")
+        return reply
+
+    def _send(self, message: Any) -> None:
+        assert self.process.stdin is not None
+        try:
+            write_frame(self.process.stdin.fileno(), message)
+        except OSError as error:
+            raise self._broken(f"failed: {error!r}") from error
+
+    def _receive(self, timeout: float) -> Any:
+        assert self.process.stdout is not None
+        try:
             reply = read_frame(self.process.stdout.fileno(), time.monotonic() + timeout)
         except (OSError, EOFError, TimeoutError, ValueError) as error:
             raise self._broken(f"failed: {error!r}") from error

@@ -5,17 +5,21 @@ where the OS allows, as a plain script (standard library only: nothing of rise_g
 imported, so the process stays small and ``fork`` stays about a millisecond). It speaks
 frames on stdin/stdout, each a 4-byte big-endian length followed by UTF-8 JSON::
 
-    parent -> {"uid": int | None, "private_tmp": bool}                  once, at start
-    zygote -> {"pid_one": bool, "private_tmp": bool, "interfaces": [...]}
+    parent -> {"uid": int | None, "isolate_fs": bool}                   once, at start
+    zygote -> {"pid_one": bool, "isolated_fs": bool, "interfaces": [...]}
     parent -> {"program": str, "timeout": float, "limits": {...}}       per job
+    zygote -> {"started": true}                      the child is forked: the job runs
     parent -> {"tests": str, "nonce": str}      read only after the fork, never in the child
     zygote -> {"report", "exit_code", "signal", "timed_out", "stdout", "stderr",
-               "truncated", "elapsed"}
+               "truncated", "elapsed", "retire"}
 
-Per job the zygote forks a child (see `harness.py`), hands it the tests once it says
-the program ran, enforces the wall clock, then kills and reaps every process the
+Per job the zygote gives the child a fresh scratch space (`filesystem.py`), forks it
+(see `harness.py`), hands it the tests once it says the program ran and the nonce once
+it says every test ran, enforces the wall clock, then kills and reaps every process the
 program left behind: as PID 1 of its own PID namespace with ``kill(-1, SIGKILL)``;
 without a namespace, as a child subreaper that sweeps its descendants in ``/proc``.
+``retire`` asks the parent to replace this zygote (a job's scratch space could not be
+removed); the verdict still stands.
 """
 
 from __future__ import annotations
@@ -26,10 +30,8 @@ import importlib.util
 import json
 import os
 import select
-import shutil
 import signal
 import socket
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,7 +39,6 @@ from typing import Any, NoReturn
 
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_CHILD_SUBREAPER = 36
-MS_NOSUID, MS_NODEV = 2, 4
 REPORT_LIMIT = 16_384
 POLL_SECONDS = 0.002
 """How often the child is polled for exit where pidfd_open is missing (Linux < 5.3)."""
@@ -51,13 +52,13 @@ class Setup:
 
     Attributes:
         uid: The unprivileged uid (and gid) programs run as, or None to keep ours.
-        workroot: The folder holding each job's fresh work directory.
+        files: Each job's scratch space (`filesystem.PrivateRoot` or `HostFolder`).
         pid_one: Whether we are PID 1 of our own PID namespace.
         run_child: `harness.run`, which the forked child calls.
     """
 
     uid: int | None
-    workroot: str
+    files: Any
     pid_one: bool
     run_child: Callable[[dict[str, Any], str, int | None], NoReturn]
 
@@ -72,25 +73,26 @@ def main() -> None:
     pid_one = os.getpid() == 1
     if not pid_one:
         libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # orphans come back to us
-    harness = _load_harness()  # before /tmp is replaced: the project may live under /tmp
-    private_tmp = pid_one and config["private_tmp"] and _mount_private_tmp(libc)
-    workroot = tempfile.mkdtemp(prefix="rise-sandbox-")
-    os.chmod(workroot, 0o711)  # a dropped uid may enter its own work dir, not list others
+    harness, filesystem = _load_sibling("harness"), _load_sibling("filesystem")
+    isolated_fs = pid_one and config["isolate_fs"]
+    files = filesystem.PrivateRoot() if isolated_fs else filesystem.HostFolder()
     interfaces = [name for _, name in socket.if_nameindex()]
-    setup = Setup(config["uid"], workroot, pid_one, harness.run)
-    write_frame(1, {"pid_one": pid_one, "private_tmp": private_tmp, "interfaces": interfaces})
+    setup = Setup(config["uid"], files, pid_one, harness.run)
+    write_frame(1, {"pid_one": pid_one, "isolated_fs": isolated_fs, "interfaces": interfaces})
     try:
         while (job := read_frame(0)) is not None:
-            write_frame(1, run_job(job, setup))
+            reply = run_job(job, setup)
+            write_frame(1, reply)
+            if reply["retire"]:
+                break
     finally:
-        _remove_tree(workroot)
+        files.close()
 
 
 def run_job(job: dict[str, Any], setup: Setup) -> dict[str, Any]:
     """Fork a child for one program, supervise it and clean up after it."""
-    workdir = tempfile.mkdtemp(prefix="run-", dir=setup.workroot)
-    if setup.uid is not None:
-        os.chown(workdir, setup.uid, setup.uid)
+    limits = job["limits"]
+    workdir = setup.files.open_job(limits["disk_bytes"], limits["inodes"], setup.uid)
     (out_r, out_w), (err_r, err_w), (rep_r, rep_w), (tests_r, tests_w) = (
         os.pipe() for _ in range(4)
     )
@@ -101,14 +103,20 @@ def run_job(job: dict[str, Any], setup: Setup) -> dict[str, Any]:
         _become_child(lambda: setup.run_child(job, workdir, setup.uid), fds)
     for fd in (out_w, err_w, rep_w, tests_r):
         os.close(fd)
+    write_frame(1, {"started": True})
     secret = read_frame(0)  # the tests and the nonce: read now, so the child never held them
     captures = {
-        out_r: Capture(job["limits"]["output_bytes"]),
-        err_r: Capture(job["limits"]["output_bytes"]),
+        out_r: Capture(limits["output_bytes"]),
+        err_r: Capture(limits["output_bytes"]),
         rep_r: Capture(REPORT_LIMIT),
     }
     try:
-        status = _supervise(pid, started + job["timeout"], captures, tests_w, _encode(secret))
+        tests = secret["tests"].encode()
+        sends = [
+            (b"ready\n", len(tests).to_bytes(4, "big") + tests),
+            (b"done\n", secret["nonce"].encode()),
+        ]
+        status = _supervise(pid, started + job["timeout"], captures, tests_w, sends)
         timed_out = status is None
         if status is None:
             _kill(pid)
@@ -119,7 +127,7 @@ def run_job(job: dict[str, Any], setup: Setup) -> dict[str, Any]:
     finally:
         for fd in captures:
             os.close(fd)
-        _remove_tree(workdir)
+        retire = not setup.files.close_job()
     out, err, report = (captures[fd] for fd in (out_r, err_r, rep_r))
     return {
         "report": report.text(),
@@ -130,6 +138,7 @@ def run_job(job: dict[str, Any], setup: Setup) -> dict[str, Any]:
         "stderr": err.text(),
         "truncated": out.truncated or err.truncated,
         "elapsed": time.monotonic() - started,
+        "retire": retire,
     }
 
 
@@ -163,15 +172,21 @@ class Capture:
 
 
 def _supervise(
-    pid: int, deadline: float, captures: dict[int, Capture], tests_w: int, secret: bytes
+    pid: int,
+    deadline: float,
+    captures: dict[int, Capture],
+    tests_w: int,
+    sends: list[tuple[bytes, bytes]],
 ) -> int | None:
     """Pump the child's pipes until it exits (its wait status) or the deadline (None).
 
-    The tests go down ``tests_w`` once the report pipe (the last capture) says ``ready``.
+    Each ``(line, payload)`` of ``sends`` goes down ``tests_w`` once the report pipe (the
+    last capture) shows ``line`` after the previous one: the tests after ``ready``, the
+    nonce after ``done``.
     """
     os.set_blocking(tests_w, False)
     report = list(captures.values())[-1]
-    pending: memoryview | None = None  # the tests, sent once the child says "ready"
+    pending, seen = b"", 0  # bytes not yet written; where the next line is looked for
     pidfd = _pidfd_open(pid)  # readable when the child exits; None: poll instead
     try:
         while (remaining := deadline - time.monotonic()) > 0:
@@ -189,24 +204,21 @@ def _supervise(
             for fd in readable:
                 if fd != pidfd:
                     captures[fd].read_from(fd)
-            if pending is None and b"ready\n" in report.data:
-                pending = memoryview(secret)
+            if sends and (found := report.data.find(sends[0][0], seen)) >= 0:
+                seen = found + len(sends[0][0])
+                pending += sends.pop(0)[1]
             if writable and pending:
                 try:
                     pending = pending[os.write(tests_w, pending) :]
                 except BlockingIOError:
                     continue
                 except BrokenPipeError:
-                    pending = pending[:0]
-                if not pending:
-                    os.close(tests_w)
-                    tests_w = -1
+                    pending, sends = b"", []
         return None
     finally:
         if pidfd is not None:
             os.close(pidfd)
-        if tests_w >= 0:
-            os.close(tests_w)
+        os.close(tests_w)
 
 
 def _pidfd_open(pid: int) -> int | None:
@@ -278,37 +290,14 @@ def descendants(root: int) -> list[int]:
     return found
 
 
-def _load_harness() -> Any:
-    """Load harness.py from beside this file (we run as a script, not from a package)."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "harness.py")
-    spec = importlib.util.spec_from_file_location("rise_sandbox_harness", path)
+def _load_sibling(name: str) -> Any:
+    """Load ``name``.py from beside this file (we run as a script, not from a package)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name + ".py")
+    spec = importlib.util.spec_from_file_location("rise_sandbox_" + name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def _mount_private_tmp(libc: ctypes.CDLL) -> bool:
-    """Mount fresh tmpfs on /tmp and /dev/shm (in our own mount namespace only)."""
-    for target, size in ((b"/tmp", b"256m"), (b"/dev/shm", b"64m")):
-        options = b"mode=1777,size=" + size
-        if libc.mount(b"tmpfs", target, b"tmpfs", MS_NOSUID | MS_NODEV, options) != 0:
-            return False
-    tempfile.tempdir = None
-    return True
-
-
-def _remove_tree(path: str) -> None:
-    try:
-        shutil.rmtree(path)
-    except OSError:  # e.g. a directory the program made unreadable: open everything up
-        for root, dirs, _ in os.walk(path):
-            for name in dirs:
-                try:
-                    os.chmod(os.path.join(root, name), 0o700)
-                except OSError:
-                    pass
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _encode(message: Any) -> bytes:
