@@ -1,35 +1,49 @@
 """Grade programs against unit tests in an isolated, killable sandbox.
 
 Each program runs in a fresh child process forked by a long-lived "zygote" worker that
-was started once inside new network, PID and mount namespaces (``unshare``), with
-resource limits (CPU seconds, address space, processes, file size, open files), stdin
-from /dev/null, capped stdout/stderr, a fresh work directory removed afterwards, a
-scrubbed environment and, when we are root, a private tmpfs on /tmp and /dev/shm and a
-fresh unprivileged uid per worker. A wall clock kills the child and every process it
-left behind (``setsid`` ones included: the zygote is PID 1 of its namespace). A pass is
-proven only by a per-run random nonce that the harness prints after every test ran,
-never by exit code 0.
+was started once inside new network, PID and mount namespaces (``unshare``). The zygote
+replaces its root file system with a private one: read-only bind mounts of the system
+folders and of the Python installation (its prefixes and every ``sys.path`` folder, so
+site-packages import wherever they live, under /tmp included), a private /proc and a
+few devices; no home, /run, /var or host /tmp. Each program gets a fresh tmpfs on /tmp
+(``max_disk_mb``, 16,384 inodes), unmounted after it, whatever it left there. It runs
+as a fresh unprivileged uid with no capability, with resource limits (CPU seconds,
+address space, processes, file size, open files), stdin from /dev/null, capped
+stdout/stderr and a scrubbed environment. A wall clock kills the child and every
+process it left behind (``setsid`` ones included: the zygote is PID 1 of its namespace).
+A pass is proven only by a per-run random nonce that the harness receives and prints
+after every test ran, never by exit code 0. A program's misbehaviour is always its own
+verdict; `SandboxError` means the sandbox itself failed (a worker found dead between
+jobs is replaced and the job run).
 
 What the isolation does not cover (honestly stated):
 
 - The program and its tests share one Python interpreter, as they must (the tests call
-  the program's functions). The tests and the nonce reach the process only after the
-  program's top-level code has run, and the tests see pristine builtins; but a program
-  written against this harness (asking its pipe for the tests, or a thread left running
-  that reads them from memory) can still forge a pass. The sandbox defeats generic
-  cheats (exiting early, printing fake markers, crashing, closing stdout, patching
-  builtins), not a targeted exploit of the harness.
+  the program's functions). The harness's audit hook, installed before the program
+  runs, refuses new audit hooks and every Python route to a frame or to the list of
+  live objects (``sys._getframe``, ``inspect``, traceback, generator and coroutine
+  frames, ``gc.get_objects``/referrers/referents, trace and profile functions,
+  ``sys._current_frames``), and the nonce enters the process only after the last test,
+  so neither the tests' frames nor the harness's hold it while program code runs. A
+  program written against the harness itself can still forge a pass: by speaking its
+  protocol on the harness's pipes (fds 3 and 4), or by reading or writing the process's
+  memory (``ctypes``, /proc/self/mem). Programs that introspect frames get a
+  ValueError; the standard library that only names its caller (namedtuple, enum,
+  typing, logging) works on.
 - Assertions have Python semantics: an object whose ``__eq__`` always returns True
   passes ``assert f(x) == y``. Tests that must rule this out check types explicitly.
 - Modules the program patches (``math``, ``re``, ...) stay patched for the tests.
-- Programs can read any file the grading user can (as root they keep only
-  CAP_DAC_READ_SEARCH, so an interpreter under a private home still imports); they
-  cannot write outside their work directory, the private /tmp and world-writable
-  folders such as /var/tmp, nor reach the network or signal processes outside.
-- Without root, programs run as your own user (in a user namespace, without
-  capabilities): they can change your files. With ``isolation="none"`` they can also
-  reach the network (a warning says so) and signal your other processes, and the
-  process limit counts all your processes.
+- Programs can read what the system folders and the Python installation let any user
+  read, and connect to a Unix socket only if one lies inside those read-only folders.
+- Without root, the namespaces sit in a user namespace where we are root
+  (``--map-root-user``): programs keep your uid there but no capability, and see none
+  of your files but the read-only folders above. With ``isolation="none"`` (no
+  namespaces) programs work in a folder under the host's temporary folder, can read
+  and write what their uid can (world-writable folders included), reach the network (a
+  warning says so) and signal your other processes; the process limit counts all the
+  processes of that uid; as root they run as a throw-away uid without capabilities,
+  so an interpreter other users cannot read (e.g. under /root) cannot import modules
+  the zygote had not loaded.
 """
 
 from __future__ import annotations
