@@ -72,9 +72,12 @@ def test_train_rise_trains_an_adapter(tmp_path, tiny_model_dir):
         "8",
         "--max-steps",
         "1",
+        "--expert",
+        "arithmetic",
         "--output-dir",
         "runs",
         cwd=tmp_path,
     )
     assert "iteration-1" in out
-    assert (tmp_path / "runs" / "iteration-1" / "adapter" / "adapter_config.json").is_file()
+    assert (tmp_path / "runs" / "iteration-1" / "model" / "adapter_config.json").is_file()
+    assert "The answer is" in (tmp_path / "runs" / "iteration-1" / "states.jsonl").read_text()

@@ -276,15 +276,20 @@ class Reproduction:
         return [f"p1@t{t}" for t in turns] + [f"m1@t{t}" for t in turns] + [f"m{k}@t1", f"p{k}@t1"]
 
     def gaps(self) -> dict[str, dict[str, float]]:
-        """m1@tk - m1@t1 and m1@tk - mk@t1 of each model (base, boost, RISE), as fractions."""
+        """m1@tk - m1@t1 and m1@tk - mk@t1 of each model (base, boost, RISE), as fractions.
+
+        A gap whose rows are not measured yet (a run in progress) is left out.
+        """
         k = self.settings.max_turns
-        gaps = {}
+        gaps: dict[str, dict[str, float]] = {}
         models = [name for name in ("base", "boost", "RISE") if f"{name}: sequential" in self.rows]
         for model in models:
             sequential = self.rows[f"{model}: sequential"]
             last, first = sequential[f"m1@t{k}"].value, sequential["m1@t1"].value
-            parallel = self.rows[f"{model}: parallel k={k}"][f"m{k}@t1"].value
-            gaps[model] = {f"m1@t{k} - m1@t1": last - first, f"m1@t{k} - m{k}@t1": last - parallel}
+            gaps[model] = {f"m1@t{k} - m1@t1": last - first}
+            parallel = self.rows.get(f"{model}: parallel k={k}")
+            if parallel:
+                gaps[model][f"m1@t{k} - m{k}@t1"] = last - parallel[f"m{k}@t1"].value
         return gaps
 
     def to_markdown(self) -> str:
@@ -375,7 +380,8 @@ def run_reproduction(
 
     Returns:
         The figures, also written to ``settings.output`` as results-RUN.md and
-        results-RUN.json (RUN: ``settings.run_name``).
+        results-RUN.json (RUN: ``settings.run_name``) after every row, so an
+        interrupted run leaves the rows it finished.
     """
     started = time.perf_counter()
     k = settings.max_turns
@@ -428,14 +434,23 @@ def run_reproduction(
             for turn in range(2, turns):
                 rows[row][f"m1@t{turn}"] = majority_at_turns(evaluation.records, turn)
         transitions[row] = turn_transitions(evaluation.records)
+        write_so_far()
 
     def score_parallel(row: str, adapter: str | None, name: str) -> None:
         score(row, ParallelSampling(rise.llm, k, sampled, adapter=adapter), name)
         # only mk@t1 and pk@t1: its p1@t1 and m1@t1 would restate the vote of k samples
         rows[row] = {column: rows[row][column] for column in (f"m{k}@t1", f"p{k}@t1")}
         del transitions[row]
+        write_so_far()
+
+    def write_so_far() -> Reproduction:
+        minutes = (time.perf_counter() - started) / 60
+        reproduction = Reproduction(settings, dict(rows), dict(transitions), minutes)
+        reproduction.write(settings.output)
+        return reproduction
 
     refine_turns = (k + 1) // 2  # 1 + 2 (turns - 1) calls: the most turns within k calls
+    boost_adapter = str(settings.output / "boost" / "model")
     try:
         base = rise.llm
         score("base: sequential", SequentialRetry(base, greedy), "base-sequential")
@@ -448,16 +463,14 @@ def run_reproduction(
                 turns=refine_turns,
             )
         rise.learn(settings.env_id, settings.env_kwargs)
-        if settings.boost and not settings.full_finetune:  # the model RISE starts from
-            boosted = settings.output / "boost"
-            adapter = str(boosted / "model")
+        boosted = settings.boost and not settings.full_finetune  # the model RISE starts from
+        if boosted:
             score(  # learn evaluated it
                 "boost: sequential",
-                SequentialRetry(rise.llm, greedy, adapter=adapter, name=rise.name),
+                SequentialRetry(rise.llm, greedy, adapter=boost_adapter, name=rise.name),
                 "boost",
-                records=boosted / "eval.jsonl",
+                records=settings.output / "boost" / "eval.jsonl",
             )
-            score_parallel(f"boost: parallel k={k}", adapter, "boost-parallel")
         for iteration in range(1, config.iterations):  # learn evaluated every iteration
             score(
                 f"RISE iteration {iteration}: sequential",
@@ -467,6 +480,11 @@ def run_reproduction(
             )
         last = _iteration_eval(config, config.iterations)
         score("RISE: sequential", rise, "rise-sequential", records=last)
+        score_parallel(
+            f"RISE: parallel k={k}",
+            rise.adapter,
+            f"{config.output_dir.name}-iteration-{config.iterations}-parallel",
+        )
         for prompt_name, prompt in OOD_RETRY_PROMPTS.items() if settings.ood_retry_prompts else ():
             score(
                 f"RISE: sequential, retry prompt '{prompt_name}'",
@@ -474,17 +492,11 @@ def run_reproduction(
                 f"{config.output_dir.name}-retry-{prompt_name}",
                 env_kwargs={"retry_prompt": prompt},
             )
-        score_parallel(
-            f"RISE: parallel k={k}",
-            rise.adapter,
-            f"{config.output_dir.name}-iteration-{config.iterations}-parallel",
-        )
+        if boosted:
+            score_parallel(f"boost: parallel k={k}", boost_adapter, "boost-parallel")
     finally:
         rise.llm.close()  # the base model's back end, or the trained model's (full fine-tuning)
-    minutes = (time.perf_counter() - started) / 60
-    reproduction = Reproduction(settings, rows, transitions, minutes)
-    reproduction.write(settings.output)
-    return reproduction
+    return write_so_far()
 
 
 def _iteration_eval(config: RISEConfig, iteration: int) -> Path:
