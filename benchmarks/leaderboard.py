@@ -10,7 +10,7 @@ Usage::
 
 import sys
 
-from rise_gym.cli import main
+from agents.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["leaderboard", *sys.argv[1:]]))

@@ -11,9 +11,9 @@ import sys
 import pytest
 
 import agents.leaderboard.config as config_module
+from agents.cli import main
 from agents.llm.base import LLM, Completion, Generation
 from rise_gym import ENV_IDS
-from rise_gym.cli import main
 from rise_gym.envs.stopping import FEATURE_NAMES
 from rise_gym.records import read_records
 
@@ -32,7 +32,7 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
 def test_envs_lists_every_id_with_its_size_and_data_source():
     # a fresh process: the data loaders report where rows came from on first load only
     listing = subprocess.run(
-        [sys.executable, "-m", "rise_gym.cli", "envs"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "agents.cli", "envs"], capture_output=True, text=True, check=True
     )
     out = listing.stdout
     rows = {line.split()[0]: line for line in out.splitlines()[1:]}
@@ -219,7 +219,7 @@ def test_train_runs_rise_and_prints_the_adapter(tmp_path, capsys, tiny_model_dir
 
 def test_the_module_runs_as_a_command_and_imports_no_torch_for_help():
     bad = subprocess.run(
-        [sys.executable, "-m", "rise_gym.cli", "eval", "--max-turns", "-1"],
+        [sys.executable, "-m", "agents.cli", "eval", "--max-turns", "-1"],
         capture_output=True,
         text=True,
     )
@@ -228,7 +228,7 @@ def test_the_module_runs_as_a_command_and_imports_no_torch_for_help():
         [
             sys.executable,
             "-c",
-            "import sys, rise_gym.cli as c; c.build_parser(); "
+            "import sys, agents.cli as c; c.build_parser(); "
             "print(sorted({'torch', 'transformers'} & set(sys.modules)))",
         ],
         capture_output=True,
@@ -377,7 +377,7 @@ def test_an_unknown_hub_model_offline_is_a_one_line_error(tmp_path, command):
     if command == "leaderboard":
         argv += ["--output-dir", str(tmp_path)]
     result = subprocess.run(
-        [sys.executable, "-m", "rise_gym.cli", *argv],
+        [sys.executable, "-m", "agents.cli", *argv],
         capture_output=True,
         text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},

@@ -8,10 +8,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "rise_gym"
 
-NOT_YET_MOVED = {"rise_gym/cli.py"}
-"""Files still importing `agents` until issue 16 moves the command line above the agents;
-remove a file from here as soon as it no longer does (the test says when)."""
-
 
 def agents_imports(path: Path) -> list[str]:
     """Every ``import agents...`` / ``from agents... import`` in a file, at any depth."""
@@ -36,11 +32,8 @@ def test_rise_gym_never_imports_agents():
         path.relative_to(ROOT).as_posix(): agents_imports(path)
         for path in sorted(PACKAGE.rglob("*.py"))
     }
-    offenders = {name: lines for name, lines in offenders.items() if lines}
-    upward = {name: lines for name, lines in offenders.items() if name not in NOT_YET_MOVED}
+    upward = {name: lines for name, lines in offenders.items() if lines}
     assert not upward, f"rise_gym must not import agents (move the code up instead): {upward}"
-    moved = sorted(NOT_YET_MOVED - set(offenders))
-    assert not moved, f"{moved} no longer import agents: remove them from NOT_YET_MOVED"
 
 
 def test_the_check_finds_an_upward_import(tmp_path):

@@ -10,7 +10,7 @@ Example:
 from agents.leaderboard.config import DEFAULT_AGENTS, DEFAULT_ENVS, LeaderboardConfig
 from agents.leaderboard.report import Entry, Leaderboard
 from agents.leaderboard.roster import AGENT_KINDS, build_agent
-from agents.leaderboard.run import check_envs, run_leaderboard
+from agents.leaderboard.run import check_envs, run_leaderboard, write_reports
 
 __all__ = [
     "AGENT_KINDS",
@@ -22,4 +22,5 @@ __all__ = [
     "build_agent",
     "check_envs",
     "run_leaderboard",
+    "write_reports",
 ]

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from agents.leaderboard.roster import AGENT_KINDS
-from agents.llm.base import LLM
+from agents.llm.base import DTYPES, LLM
 from agents.llm.default_model import DEFAULT_MODEL, folder_version, resolve_adapter
-from agents.llm.factory import BACKEND_PACKAGES, BACKENDS, DTYPES, make_llm, require
+from agents.llm.factory import BACKEND_PACKAGES, BACKENDS, make_llm, require
 from agents.stopping import StoppingPolicy, read_policy_settings
 from rise_gym.envs.registration import ENV_IDS
 from rise_gym.records import fingerprint

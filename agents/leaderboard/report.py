@@ -6,7 +6,6 @@ import csv
 import io
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from agents.evaluate import Evaluation
@@ -199,23 +198,6 @@ class Leaderboard:
         ]
         report = {"settings": self.settings, "max_turns": self.max_turns, "entries": entries}
         return json.dumps(report, indent=2, default=str) + "\n"
-
-    def write(self, folder: str | Path) -> dict[str, Path]:
-        """Write ``leaderboard.md``, ``.csv``, ``.json`` and the ``accuracy.png`` plot.
-
-        Returns:
-            The written paths by format (``"md"``, ``"csv"``, ``"json"``, ``"png"``).
-        """
-        from agents.leaderboard.plot import plot_accuracy
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = {suffix: folder / f"leaderboard.{suffix}" for suffix in ("md", "csv", "json")}
-        paths["md"].write_text(self.to_markdown(), encoding="utf-8")
-        paths["csv"].write_text(self.to_csv(), encoding="utf-8")
-        paths["json"].write_text(self.to_json(), encoding="utf-8")
-        paths["png"] = plot_accuracy(self, folder / "accuracy.png")
-        return paths
 
 
 def _markdown_cell(figure: Estimate | float | None) -> str:

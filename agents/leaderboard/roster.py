@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from agents.base import Agent
 from agents.glore import GLoRE
@@ -10,9 +10,6 @@ from agents.llm.base import LLM, SamplingParams
 from agents.parallel import ParallelSampling
 from agents.self_refine import SelfRefine
 from agents.sequential import SequentialRetry
-
-if TYPE_CHECKING:
-    from agents.leaderboard.config import LeaderboardConfig
 
 AGENT_KINDS = {
     "sequential": "k turns, each conditioned on the earlier attempts (prompting only)",
@@ -24,7 +21,29 @@ AGENT_KINDS = {
 """Every agent name a leaderboard accepts, with what it does."""
 
 
-def build_agent(kind: str, llm: LLM, config: LeaderboardConfig) -> Agent:
+class AgentSettings(Protocol):
+    """The settings `build_agent` reads (a `LeaderboardConfig` has them all)."""
+
+    @property
+    def max_new_tokens(self) -> int: ...  # noqa: D102
+
+    @property
+    def temperature(self) -> float: ...  # noqa: D102
+
+    @property
+    def parallel_temperature(self) -> float: ...  # noqa: D102
+
+    @property
+    def seed(self) -> int: ...  # noqa: D102
+
+    @property
+    def max_turns(self) -> int: ...  # noqa: D102
+
+    @property
+    def adapter(self) -> str | None: ...  # noqa: D102
+
+
+def build_agent(kind: str, llm: LLM, config: AgentSettings) -> Agent:
     """Build the agent called ``kind`` on ``llm`` with the configuration's sampling settings.
 
     Args:

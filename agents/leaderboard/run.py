@@ -9,6 +9,7 @@ import gymnasium as gym
 
 from agents.evaluate import plan_evaluation, run_evaluation
 from agents.leaderboard.config import LeaderboardConfig
+from agents.leaderboard.plot import plot_accuracy
 from agents.leaderboard.report import Entry, Leaderboard
 from agents.leaderboard.roster import build_agent
 from agents.llm.factory import LazyLLM
@@ -83,8 +84,24 @@ def run_leaderboard(config: LeaderboardConfig, *, progress: bool = True) -> Lead
         "stopping_policy": config.stopping_policy,
     }
     leaderboard = Leaderboard(entries, config.max_turns, settings)
-    leaderboard.write(folder)
+    write_reports(leaderboard, folder)
     return leaderboard
+
+
+def write_reports(leaderboard: Leaderboard, folder: str | Path) -> dict[str, Path]:
+    """Write ``leaderboard.md``, ``.csv``, ``.json`` and the ``accuracy.png`` plot.
+
+    Returns:
+        The written paths by format (``"md"``, ``"csv"``, ``"json"``, ``"png"``).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {suffix: folder / f"leaderboard.{suffix}" for suffix in ("md", "csv", "json")}
+    paths["md"].write_text(leaderboard.to_markdown(), encoding="utf-8")
+    paths["csv"].write_text(leaderboard.to_csv(), encoding="utf-8")
+    paths["json"].write_text(leaderboard.to_json(), encoding="utf-8")
+    paths["png"] = plot_accuracy(leaderboard, folder / "accuracy.png")
+    return paths
 
 
 def check_envs(config: LeaderboardConfig) -> None:

@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from rise_gym.errors import RiseGymError
 from rise_gym.spaces import Conversation
 
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+"""The weights' dtypes of the transformers and vllm back ends (``dtype=``)."""
+
 
 class ModelNotFound(RiseGymError, FileNotFoundError):
     """A model name or path names no model that can be loaded here."""

@@ -7,14 +7,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from agents.llm.base import LLM, Generation, MissingDependency, SamplingParams
+from agents.llm.base import DTYPES, LLM, Generation, MissingDependency, SamplingParams
 from rise_gym.spaces import Conversation
 
 BACKENDS = ("transformers", "vllm", "openai")
 """The back end names `make_llm` accepts."""
-
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-"""The weights' dtypes of the transformers and vllm back ends (``dtype=``)."""
 
 BACKEND_PACKAGES = {"transformers": ("torch", "transformers"), "vllm": ("vllm",), "openai": ()}
 """The optional packages each back end imports."""

@@ -18,6 +18,7 @@ from transformers import (
 
 from agents.llm._decoding import Decoded, PrefixCache, decode
 from agents.llm.base import (
+    DTYPES,
     LLM,
     Completion,
     Generation,
@@ -25,8 +26,8 @@ from agents.llm.base import (
     SamplingParams,
     check_context_length,
 )
+from agents.llm.chat import chat_prompt_ids
 from agents.llm.default_model import resolve_adapter, resolve_model
-from agents.llm.factory import DTYPES
 from rise_gym.spaces import Conversation
 
 
@@ -166,29 +167,6 @@ class TransformersLLM(LLM):
             mean_logprob=sum(row.logprobs) / len(row.logprobs),
             finish_reason="stop" if row.stopped or cut else "length",
         )
-
-
-def chat_prompt_ids(
-    tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Conversation]
-) -> list[list[int]]:
-    """Token ids of each conversation rendered by the chat template, ready for the reply.
-
-    Raises:
-        ValueError: the tokenizer has no chat template.
-    """
-    if not conversations:
-        return []
-    if tokenizer.chat_template is None:
-        raise ValueError(
-            f"the tokenizer of {tokenizer.name_or_path!r} has no chat template; use an "
-            "instruct (chat) model, or set tokenizer.chat_template"
-        )
-    texts = tokenizer.apply_chat_template(
-        [list(conversation) for conversation in conversations],
-        tokenize=False,
-        add_generation_prompt=True,
-    )
-    return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
 
 class _AdapterCache:

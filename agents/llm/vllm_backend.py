@@ -100,7 +100,7 @@ class VllmLLM(LLM):
         """
         from vllm import SamplingParams as VllmSamplingParams
 
-        from agents.llm.transformers_backend import chat_prompt_ids
+        from agents.llm.chat import chat_prompt_ids
 
         prompts = chat_prompt_ids(self.engine.get_tokenizer(), conversations)
         lengths = [len(ids) for ids in prompts]
