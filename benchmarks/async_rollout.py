@@ -21,6 +21,7 @@ servers instead (``vllm serve``, SGLang, llama.cpp).
 from __future__ import annotations
 
 import argparse
+import signal
 import socket
 import subprocess
 import sys
@@ -95,6 +96,7 @@ def main() -> None:
     )
     parser.add_argument("--model", help="Model name to request (default: the server's).")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on kill
 
     with ExitStack() as stack:
         urls = list(args.base_url)
@@ -113,6 +115,13 @@ def main() -> None:
         for server in servers:  # warm up: load weights into memory, fill caches
             server.generate([[{"role": "user", "content": "Hi"}]], params)
         results: dict[str, tuple[float, list[EpisodeRecord]]] = {}
+        rates = {}
+        print(
+            f"{args.episodes} episodes x {args.turns} turns, {args.agent}, greedy, "
+            f"{args.max_new_tokens} new tokens, {len(urls)} server(s), "
+            f"{args.max_in_flight} requests in flight",
+            flush=True,
+        )
         for engine in ("batched", "async"):
             agent = kinds[args.agent](ServerPool(servers), params)
             started = time.perf_counter()
@@ -125,21 +134,16 @@ def main() -> None:
                 engine=engine,
                 progress=False,
             )
-            results[engine] = (time.perf_counter() - started, records)
+            seconds = time.perf_counter() - started
+            results[engine] = (seconds, records)
+            tokens = sum(t.generated_tokens for r in records for t in r.turns)
+            rates[engine] = args.episodes / seconds
+            print(
+                f"{engine:>8}: {seconds:7.1f} s  {rates[engine]:6.3f} episodes/s  "
+                f"{tokens / seconds:7.1f} generated tokens/s",
+                flush=True,
+            )
 
-    print(
-        f"{args.episodes} episodes x {args.turns} turns, {args.agent}, greedy, "
-        f"{args.max_new_tokens} new tokens, {len(urls)} server(s), "
-        f"{args.max_in_flight} requests in flight"
-    )
-    rates = {}
-    for engine, (seconds, records) in results.items():
-        tokens = sum(t.generated_tokens for r in records for t in r.turns)
-        rates[engine] = args.episodes / seconds
-        print(
-            f"{engine:>8}: {seconds:7.1f} s  {rates[engine]:6.3f} episodes/s  "
-            f"{tokens / seconds:7.1f} generated tokens/s"
-        )
     print(f"async / lock-step: {rates['async'] / rates['batched']:.2f}x")
     pairs = [
         (a.response, b.response)
