@@ -2,14 +2,20 @@
 
 Every agent has a ``name`` and ``act(observations) -> list[Action | str]``; see
 `agents.base`. Heavy dependencies (torch, transformers) load only when a back end is built.
+Importing it fails with `PackageConflict` when another distribution (e.g. openai-agents)
+installs a top-level ``agents`` too.
 """
 
-from agents.base import Action, Agent, FunctionAgent, as_action
-from agents.glore import GLoRE
-from agents.parallel import ParallelSampling
-from agents.rollout import rollout
-from agents.self_refine import SelfRefine
-from agents.sequential import SequentialRetry
+from rise_gym.doctor import check_agents_package
+
+check_agents_package()
+
+from agents.base import Action, Agent, FunctionAgent, as_action  # noqa: E402
+from agents.glore import GLoRE  # noqa: E402
+from agents.parallel import ParallelSampling  # noqa: E402
+from agents.rollout import rollout  # noqa: E402
+from agents.self_refine import SelfRefine  # noqa: E402
+from agents.sequential import SequentialRetry  # noqa: E402
 
 __all__ = [
     "Action",

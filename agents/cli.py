@@ -3,6 +3,7 @@
 Usage::
 
     rise-gym envs
+    rise-gym doctor
     rise-gym eval --env RISE-GSM8K-v0 --agent sequential --num-problems 50
     rise-gym leaderboard --agents sequential parallel rise --adapter runs/rise/iteration-1/adapter
     rise-gym train --env RISE-Arithmetic-v0 --iterations 2
@@ -29,6 +30,7 @@ from dataclasses import Field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
+from rise_gym import __version__
 from rise_gym.envs.registration import ENV_IDS
 from rise_gym.errors import RiseGymError
 
@@ -79,6 +81,7 @@ def build_parser() -> Parser:
     from agents.rise.config import RISEConfig
 
     parser = Parser(prog="rise-gym", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
     def command(
@@ -99,6 +102,16 @@ def build_parser() -> Parser:
         "list the environment ids with their data source and size",
         "List every registered environment id, where the problems of its test split "
         "come from and how many there are.",
+    )
+
+    command(
+        "doctor",
+        _doctor,
+        "versions, devices, bfloat16, data packages, missing extras, name clashes",
+        "Print what this installation has: the versions of torch, transformers, vLLM, "
+        "peft and gymnasium, the devices and their bfloat16 support, the data and model "
+        "packages found, the optional extras missing, and whether another package "
+        "installs 'agents' too (exit status 1 then).",
     )
 
     eval_ = command(
@@ -174,6 +187,13 @@ def _envs(args: argparse.Namespace) -> int:
     for env_id, size, source in rows:
         print(f"{env_id:<{widths[0]}}  {size:>{widths[1]}}  {source}")
     return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from rise_gym.doctor import foreign_agents_distributions, report
+
+    print(report())
+    return 1 if foreign_agents_distributions() else 0
 
 
 def _eval(args: argparse.Namespace) -> int:
