@@ -172,22 +172,29 @@ class Rollout:
         if engine != "batched":
             raise ValueError(f"engine must be 'batched' or 'async', got {engine!r}")
         pending = self.pending
+        live = [self._start(index) for index in pending]
+        max_turns = live[0].env.max_turns if live else 1
+        # the bar counts turns (one answer each), so it moves after every batched call;
+        # an episode that ends early counts its remaining turns as done
         bar = tqdm(
-            total=len(self.indices),
-            initial=len(self.indices) - len(pending),
+            total=len(self.indices) * max_turns,
+            initial=(len(self.indices) - len(pending)) * max_turns,
             disable=not progress,
             desc=f"{self.agent.name} on {self.env_id}",
-            unit="episode",
+            unit="turn",
         )
-        live = [self._start(index) for index in pending]
+        bar.set_postfix_str(f"{len(self.indices) - len(pending)}/{len(self.indices)} episodes")
         while live:
             for chunk in _chunks(live, batch_size or len(live)):
                 _play_turn(chunk, self.agent)
+                bar.update(len(chunk))
                 for episode in (e for e in chunk if e.done):
                     self.finished[episode.record.index] = episode.record
                     if self.output:
                         append_record(self.output, episode.record)
-                    bar.update(1)
+                    bar.update(max(0, max_turns - len(episode.record.turns)))
+                done = len(self.finished)
+                bar.set_postfix_str(f"{done}/{len(self.indices)} episodes", refresh=False)
             live = [episode for episode in live if not episode.done]
         bar.close()
         return [self.finished[index] for index in self.indices]

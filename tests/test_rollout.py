@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 import pytest
@@ -291,3 +292,18 @@ def test_records_are_json_lines(tmp_path):
     )
     lines = output.read_text().splitlines()
     assert len(lines) == 2 and json.loads(lines[0])["agent"] == "counting"
+
+
+def test_the_progress_bar_counts_turns_as_they_are_played(monkeypatch):
+    rollout_module = sys.modules["agents.rollout"]  # `agents.rollout` is also the function
+    shown: list[tuple[int, int]] = []
+
+    class Recording(rollout_module.tqdm):  # type: ignore[misc, name-defined]
+        def update(self, n=1):
+            super().update(n)
+            shown.append((self.n, self.total))
+
+    monkeypatch.setattr(rollout_module, "tqdm", Recording)
+    agent = FunctionAgent(lambda observation: "The answer is 0", name="zero")
+    rollout("RISE-Arithmetic-v0", agent, num_episodes=2, env_kwargs={"max_turns": 3})
+    assert [n for n, total in shown if n] == [2, 4, 6, 6, 6] and shown[-1][1] == 6
