@@ -74,6 +74,9 @@ def test_mbpp_without_any_source_names_the_fix(monkeypatch):
         ({"dataset": "humaneval", "split": "train"}, "no split 'train'"),
         ({"feedback": "verbose"}, "feedback must be one of"),
         ({"timeout": 0}, "timeout must be > 0"),
+        ({"timeout": float("nan")}, "timeout must be > 0"),
+        ({"timeout": float("inf")}, "at most 3600"),
+        ({"timeout": 1e9}, "at most 3600"),
     ],
 )
 def test_bad_arguments_name_the_valid_values(kwargs, message):

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from rise_gym.data.code import load_code_problems
 from rise_gym.envs.base import Grade, MultiTurnEnv
-from rise_gym.graders.code import DEFAULT_TIMEOUT, CodeResult, grade_code
+from rise_gym.graders.code import DEFAULT_TIMEOUT, CodeResult, check_timeout, grade_code
 from rise_gym.problems import Problem
 
 FeedbackKind = Literal["none", "pass_fail", "test_output"]
@@ -90,8 +90,7 @@ class CodeEnv(MultiTurnEnv):
             )
         if feedback not in FEEDBACK_KINDS:
             raise ValueError(f"feedback must be one of {FEEDBACK_KINDS}, got {feedback!r}")
-        if timeout <= 0:
-            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        check_timeout(timeout)
         self.dataset = dataset
         self.split = split
         self.data_files = data_files

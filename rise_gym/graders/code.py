@@ -265,17 +265,27 @@ class CodePool:
             self._lock.notify()
 
 
-def _check_job(program: str, tests: str, timeout: float) -> None:
-    """Refuse a job that could never be graded, before any worker is touched."""
-    for name, value in (("program", program), ("tests", tests)):
-        if not isinstance(value, str):
-            raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+def check_timeout(timeout: float) -> None:
+    """Refuse a timeout that is not a number of seconds in (0, `MAX_TIMEOUT`].
+
+    Raises:
+        TypeError: ``timeout`` is not a number (a bool is not).
+        ValueError: It is NaN, infinite, not positive or above `MAX_TIMEOUT`.
+    """
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise TypeError(f"timeout must be a number of seconds, got {type(timeout).__name__}")
     if not (math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT):
         raise ValueError(
             f"timeout must be > 0 seconds and at most {MAX_TIMEOUT:g}, got {timeout!r}"
         )
+
+
+def _check_job(program: str, tests: str, timeout: float) -> None:
+    """Refuse a job that could never be graded, before any worker is touched."""
+    for name, value in (("program", program), ("tests", tests)):
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    check_timeout(timeout)
     try:
         compile(tests, "<tests>", "exec")
     except (SyntaxError, ValueError) as error:
