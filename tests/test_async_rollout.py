@@ -385,6 +385,7 @@ class Recording(LLM):
 GREEDY = SamplingParams(max_new_tokens=16)
 
 
+@pytest.mark.slow  # llama.cpp batches concurrent requests: rare greedy flips under load
 @require_llama_cpp_server
 def test_real_server_async_records_equal_lock_step(two_llama_cpp_servers: list[str]):
     llm = OpenAICompatibleLLM(base_url=two_llama_cpp_servers[0], max_concurrency=4)
@@ -396,6 +397,7 @@ def test_real_server_async_records_equal_lock_step(two_llama_cpp_servers: list[s
         assert all(t.generated_tokens > 0 for r in async_ for t in r.turns)
 
 
+@pytest.mark.slow  # as above
 @require_llama_cpp_server
 def test_two_real_servers_sticky_routing_same_records(two_llama_cpp_servers: list[str]):
     servers = [Recording(OpenAICompatibleLLM(base_url=url)) for url in two_llama_cpp_servers]
