@@ -20,6 +20,7 @@ label them so.
 from __future__ import annotations
 
 import re
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -56,9 +57,9 @@ class ScriptedExpert(LLM):
             generations.append(Generation([completion] * params.n))
         return generations
 
+    @abstractmethod
     def answer(self, opening: str) -> str:
         """The expert's response to the problem posed in ``opening``."""
-        raise NotImplementedError
 
 
 class ArithmeticExpert(ScriptedExpert):
