@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from rise_gym.envs.base import MultiTurnEnv, check_int
-from rise_gym.envs.math import MATH_PROMPT_TEMPLATE, MathGraderMixin
+from rise_gym.envs.math import MATH_PROMPT_TEMPLATE, MathFeedbackKind, MathGraderMixin
 from rise_gym.problems import Problem
 
 MAX_DIFFICULTY = 7
@@ -63,6 +63,7 @@ class ArithmeticEnv(MathGraderMixin, MultiTurnEnv):
         split: str = "test",
         size: int = 1000,
         data_seed: int = 0,
+        feedback: MathFeedbackKind = "none",
         **kwargs: Any,
     ):
         """Create the environment.
@@ -74,6 +75,8 @@ class ArithmeticEnv(MathGraderMixin, MultiTurnEnv):
             size: How many problems the split holds.
             data_seed: Seed of the problem generator (distinct from the reset seed,
                 which only orders the problems).
+            feedback: What follows an attempt before the retry prompt: ``"none"``,
+                ``"answer"`` or ``"format"``, as in `MathEnv`.
             **kwargs: Episode options of `MultiTurnEnv` (max_turns, stop_on_correct,
                 history_window, prompt_template, retry_prompt, system_prompt, shuffle,
                 num_problems, render_mode).
@@ -89,8 +92,7 @@ class ArithmeticEnv(MathGraderMixin, MultiTurnEnv):
         self.split = split
         self.size = size
         self.data_seed = data_seed
-        self._reported_ungradable = set()
-        super().__init__(**kwargs)
+        super().__init__(feedback=feedback, **kwargs)
 
     def load_problems(self) -> Sequence[Problem]:
         """Generate the split's problems."""

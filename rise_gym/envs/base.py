@@ -327,6 +327,19 @@ def check_bool(name: str, value: object) -> None:
         raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
 
 
+def check_choice(name: str, value: object, choices: Sequence[str]) -> None:
+    """Raise `ValueError` unless ``value`` is one of the strings in ``choices``.
+
+    Example:
+        >>> check_choice("feedback", "verbose", ("none", "answer"))
+        Traceback (most recent call last):
+        ...
+        ValueError: feedback must be one of ('none', 'answer'), got 'verbose'
+    """
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+
+
 def check_template(name: str, template: object, placeholders: Sequence[str]) -> list[str]:
     """Check a prompt template's placeholders and return those it uses.
 

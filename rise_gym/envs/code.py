@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from rise_gym.data.code import load_code_problems
-from rise_gym.envs.base import Grade, MultiTurnEnv
+from rise_gym.envs.base import Grade, MultiTurnEnv, check_choice
 from rise_gym.graders.code import DEFAULT_TIMEOUT, CodeResult, check_timeout, grade_code
 from rise_gym.problems import Problem
 
@@ -88,8 +88,7 @@ class CodeEnv(MultiTurnEnv):
             raise ValueError(
                 f"unknown code data set {dataset!r}; valid: {sorted(_PROMPT_TEMPLATES)}"
             )
-        if feedback not in FEEDBACK_KINDS:
-            raise ValueError(f"feedback must be one of {FEEDBACK_KINDS}, got {feedback!r}")
+        check_choice("feedback", feedback, FEEDBACK_KINDS)
         check_timeout(timeout)
         self.dataset = dataset
         self.split = split

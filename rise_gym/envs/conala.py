@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from rise_gym.data.conala import load_conala_problems
-from rise_gym.envs.base import Grade, MultiTurnEnv
+from rise_gym.envs.base import Grade, MultiTurnEnv, check_choice
 from rise_gym.envs.code import FEEDBACK_KINDS, FeedbackKind, extract_code
 from rise_gym.graders.code import DEFAULT_TIMEOUT, grade_code
 from rise_gym.problems import Problem
@@ -113,8 +113,7 @@ class ConalaEnv(MultiTurnEnv):
         Raises:
             DatasetNotFound: No data file and no hub copy (the message says how to get it).
         """
-        if feedback not in FEEDBACK_KINDS:
-            raise ValueError(f"feedback must be one of {FEEDBACK_KINDS}, got {feedback!r}")
+        check_choice("feedback", feedback, FEEDBACK_KINDS)
         if not isinstance(timeout, (int, float)) or not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
         self.split = split

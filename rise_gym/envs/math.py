@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args
 
 from rise_gym.data.math import load_math_problems
-from rise_gym.envs.base import Grade, MultiTurnEnv
+from rise_gym.envs.base import Grade, MultiTurnEnv, check_choice
 from rise_gym.problems import Problem
 
 logger = logging.getLogger(__name__)
@@ -18,12 +18,50 @@ MATH_PROMPT_TEMPLATE = (
 )
 """The default first prompt of the math environments."""
 
+MathFeedbackKind = Literal["none", "answer", "format"]
+MATH_FEEDBACK_KINDS: tuple[str, ...] = get_args(MathFeedbackKind)
+"""The ``feedback`` kinds of the math environments (see `MathGraderMixin`)."""
+
+NO_ANSWER_FEEDBACK = (
+    "No final answer in the expected format was found in your response: give exactly one "
+    'final answer, as \\boxed{...} or on a last line "#### ...".'
+)
+"""The feedback (kinds ``"answer"`` and ``"format"``) on a response without a final answer."""
+
 
 class MathGraderMixin:
-    """Grades a response's final answer against ``problem.answer`` with `grade_math`."""
+    r"""Grades a response's final answer against ``problem.answer`` with `grade_answer`.
+
+    The ``feedback`` option chooses what the next prompt says about an attempt, before
+    the retry prompt (or in its ``{feedback}`` placeholder):
+
+    - ``"none"`` (the default, the paper's setting): nothing; only the retry prompt.
+    - ``"answer"``: the final answer as the grader read it (normalised, e.g. ``0.5``
+      for ``\frac{1}{2}``) and whether it is correct: "Your answer 42 is incorrect."
+    - ``"format"``: only whether a final answer was found, not whether it is correct.
+
+    Both say `NO_ANSWER_FEEDBACK` when no single final answer could be read (none
+    given, an empty or unclosed box, or different answers offered together). Neither
+    ever shows the reference answer.
+    """
 
     problem: Problem
-    _reported_ungradable: set[str]
+
+    def __init__(self, *, feedback: MathFeedbackKind = "none", **kwargs: Any):
+        """Check and keep the feedback kind, then pass the other options on.
+
+        Args:
+            feedback: ``"none"``, ``"answer"`` or ``"format"`` (see the class docstring).
+            **kwargs: The options of the next class in the method resolution order
+                (the episode options of `MultiTurnEnv`).
+
+        Raises:
+            ValueError: ``feedback`` is not one of `MATH_FEEDBACK_KINDS`.
+        """
+        check_choice("feedback", feedback, MATH_FEEDBACK_KINDS)
+        self.feedback = feedback
+        self._reported_ungradable: set[str] = set()
+        super().__init__(**kwargs)
 
     def grade(self, response: str, problem: Problem | None = None) -> Grade:
         """Grade the final answer in ``response`` (1 if it matches the reference)."""
@@ -41,8 +79,22 @@ class MathGraderMixin:
                     problem.id,
                     problem.answer,
                 )
-            return Grade(correct=False, answer=answer, gradable=False)
-        return Grade(correct=score == 1.0, answer=answer)
+            feedback = self._feedback_for(answer, correct=None)
+            return Grade(correct=False, answer=answer, feedback=feedback, gradable=False)
+        correct = score == 1.0
+        return Grade(correct=correct, answer=answer, feedback=self._feedback_for(answer, correct))
+
+    def _feedback_for(self, answer: str | None, correct: bool | None) -> str:
+        """The feedback on an extracted ``answer``; ``correct`` is None when ungradable."""
+        if self.feedback == "none":
+            return ""
+        if answer is None:
+            return NO_ANSWER_FEEDBACK
+        if self.feedback == "format":
+            return "A final answer was found in your response."
+        if correct is None:
+            return f"Your answer {answer} could not be checked."
+        return f"Your answer {answer} is {'correct' if correct else 'incorrect'}."
 
 
 class MathEnv(MathGraderMixin, MultiTurnEnv):
@@ -63,6 +115,7 @@ class MathEnv(MathGraderMixin, MultiTurnEnv):
         dataset: str = "gsm8k",
         split: str = "test",
         data_files: str | os.PathLike[str] | None = None,
+        feedback: MathFeedbackKind = "none",
         **kwargs: Any,
     ):
         """Create the environment.
@@ -73,6 +126,10 @@ class MathEnv(MathGraderMixin, MultiTurnEnv):
             data_files: A local JSONL/Parquet file in the data set's format, to pose
                 your own problems (GSM8K rows: question/answer; MATH rows:
                 problem/solution and optionally answer).
+            feedback: What follows an attempt before the retry prompt: ``"none"`` (the
+                paper's main setting), ``"answer"`` (the answer read and whether it is
+                correct) or ``"format"`` (whether a final answer was found); see
+                `MathGraderMixin`.
             **kwargs: Episode options of `MultiTurnEnv` (max_turns, stop_on_correct,
                 history_window, prompt_template, retry_prompt, system_prompt, shuffle,
                 num_problems, render_mode).
@@ -80,8 +137,7 @@ class MathEnv(MathGraderMixin, MultiTurnEnv):
         self.dataset = dataset
         self.split = split
         self.data_files = data_files
-        self._reported_ungradable = set()
-        super().__init__(**kwargs)
+        super().__init__(feedback=feedback, **kwargs)
 
     def load_problems(self) -> Sequence[Problem]:
         """The problems of the configured data set and split; sets `data_origin`."""
