@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import csv
+import importlib.metadata
 import json
 import os
 import re
+import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 from matplotlib.image import imread
 
 import agents.leaderboard.config as config_module
+import agents.leaderboard.metadata as metadata_module
 from agents.leaderboard import LeaderboardConfig, run_leaderboard
+from agents.leaderboard.metadata import git_commit
 from agents.llm.base import LLM, Completion, Generation, MissingDependency, ModelNotFound
 from agents.stopping import StoppingPolicy, evaluate_selection, train_stopping_policy
+from rise_gym import __version__
 from rise_gym.metrics import summarize
 from rise_gym.records import ResultsError, read_records
 
@@ -93,59 +99,124 @@ def make_config(tmp_path, **overrides) -> LeaderboardConfig:
     return LeaderboardConfig(**{**settings, **overrides})
 
 
+def read_reports(folder: Path) -> tuple[list[dict], list[dict], list[str], list[str]]:
+    """A run folder's JSON records, CSV rows, Markdown lines and the Markdown table's lines."""
+    report = json.loads((folder / "leaderboard.json").read_text())
+    rows = list(csv.DictReader((folder / "leaderboard.csv").open()))
+    markdown = (folder / "leaderboard.md").read_text().splitlines()
+    return report, rows, markdown, [line for line in markdown if line.startswith("|")]
+
+
 def test_reports_hold_every_entry_consistent_with_the_records(tmp_path, scripted):
     config = make_config(tmp_path)
     leaderboard = run_leaderboard(config, progress=False)
     folder = config.run_folder()
 
-    report = json.loads((folder / "leaderboard.json").read_text())
-    rows = list(csv.DictReader((folder / "leaderboard.csv").open()))
-    markdown = (folder / "leaderboard.md").read_text().splitlines()
+    report, rows, _, table = read_reports(folder)
     cells = [(kind, env) for kind in config.agents for env in ENVS]
-    assert [(e["agent"], e["env_id"]) for e in report["entries"]] == cells
-    assert [(r["agent"], r["env_id"]) for r in rows] == cells
-    assert len(markdown) == 2 + len(cells)
-    assert markdown[0].split(" | ")[3:9] == ["p1@t1", "p1@t2", "p1@t3", "m1@t3", "m3@t1", "p3@t1"]
+    assert [(e["agent"], e["env_id"]) for e in report] == cells
+    assert len(table) == 2 + len(cells)
+    assert table[0].split(" | ")[3:9] == ["p1@t1", "p1@t2", "p1@t3", "m1@t3", "m3@t1", "p3@t1"]
+    # the CSV is the JSON's table: the same columns, figures and units (fractions)
+    as_text = [
+        {key: "" if value is None else str(value) for key, value in record.items()}
+        for record in report
+    ]
+    assert rows == [{k: v for k, v in record.items() if k != "settings"} for record in as_text]
+    assert list(rows[0])[:4] == ["model", "agent", "env_id", "n"]
 
-    for entry, row, line in zip(report["entries"], rows, markdown[2:]):
+    for entry, line in zip(report, table[2:]):
         records = read_records(folder / "episodes" / f"{entry['agent']}--{entry['env_id']}.jsonl")
-        assert len(records) == config.num_problems
+        assert len(records) == config.num_problems == entry["n"]
         turns = 1 if entry["agent"] == "parallel" else config.max_turns
         for name, estimate in summarize(records, max_turns=turns).items():
-            assert entry["metrics"][name]["value"] == pytest.approx(estimate.value)
-            assert entry["metrics"][name]["low"] == pytest.approx(estimate.low)
+            assert entry[name] == pytest.approx(estimate.value)
+            assert entry[f"{name}_low"] == pytest.approx(estimate.low)
+            assert entry[f"{name}_high"] == pytest.approx(estimate.high)
             if name in leaderboard.columns:
-                assert float(row[name]) == pytest.approx(estimate.value)
                 assert str(estimate) in line
         calls = sum(t.llm_calls for r in records for t in r.turns) / len(records)
-        assert entry["llm_calls"] == pytest.approx(calls) == pytest.approx(float(row["llm_calls"]))
+        assert entry["llm_calls"] == pytest.approx(calls)
         assert entry["wall_time"] == pytest.approx(sum(r.wall_time for r in records))
 
-    arithmetic = report["entries"][0]["metrics"]
-    oracle = [arithmetic[f"p1@t{k}"]["value"] for k in (1, 2, 3)]
+    arithmetic = report[0]
+    oracle = [arithmetic[f"p1@t{k}"] for k in (1, 2, 3)]
     assert oracle == sorted(oracle) and oracle[0] < oracle[2] == 1.0
-    assert arithmetic["m1@t3"]["value"] < 1.0
-    parallel = report["entries"][2]["metrics"]
-    assert parallel["m3@t1"]["value"] < parallel["p3@t1"]["value"] == 1.0
-    assert report["settings"]["num_problems"] == 6 and report["max_turns"] == 3
+    assert arithmetic["m1@t3"] < 1.0
+    parallel = report[2]
+    assert parallel["m3@t1"] < parallel["p3@t1"] == 1.0
+    assert parallel["p1@t3"] is None and rows[2]["p1@t3"] == ""  # a figure it does not have
+    assert report[0]["settings"]["num_problems"] == 6 and report[0]["settings"]["max_turns"] == 3
 
     image = imread(folder / "accuracy.png")
     height, width = image.shape[:2]
     assert width > 1.8 * height  # one panel per environment, side by side
 
 
+def test_every_report_gives_the_run_metadata(tmp_path, scripted):
+    config = make_config(tmp_path, agents=("sequential",), envs=ENVS[:1])
+    started = datetime.now(timezone.utc).replace(microsecond=0)
+    run_leaderboard(config, progress=False)
+    report, rows, markdown, _ = read_reports(config.run_folder())
+    root = Path(__file__).parents[1]
+    commit = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    expected = {
+        "model": "SmolLM2-135M-Instruct",
+        "served_model": None,
+        "adapter": None,
+        "backend": "transformers",
+        "dtype": "auto",
+        "rise_gym_version": __version__,
+        "torch_version": importlib.metadata.version("torch"),
+        "transformers_version": importlib.metadata.version("transformers"),
+        "peft_version": importlib.metadata.version("peft"),
+        "git_commit": commit or None,
+    }
+    assert {key: report[0][key] for key in expected} == expected
+    assert rows[0]["model"] == "SmolLM2-135M-Instruct" and rows[0]["adapter"] == ""
+    assert "vllm_version" in rows[0]
+    date = datetime.fromisoformat(report[0]["date"])
+    assert started <= date <= datetime.now(timezone.utc) and rows[0]["date"] == report[0]["date"]
+    line = markdown[0]
+    assert line.startswith("model SmolLM2-135M-Instruct, adapter none, back end transformers")
+    assert f"rise-gym {__version__}" in line and f"torch {expected['torch_version']}" in line
+    assert report[0]["date"] in line and f"commit {commit}" in line
+
+
+def test_without_a_git_checkout_the_commit_is_none(tmp_path, monkeypatch):
+    monkeypatch.setattr(metadata_module, "_CHECKOUT", tmp_path)  # an installed package
+    assert git_commit() is None
+    (tmp_path / ".git").mkdir()  # a broken checkout
+    assert git_commit() is None
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git at all
+    assert git_commit() is None
+
+
+def test_the_json_report_loads_as_a_table_with_pandas(tmp_path, scripted):
+    pandas = pytest.importorskip("pandas")
+    config = make_config(tmp_path)
+    run_leaderboard(config, progress=False)
+    frame = pandas.read_json(config.run_folder() / "leaderboard.json")
+    rows = list(csv.DictReader((config.run_folder() / "leaderboard.csv").open()))
+    assert list(frame["agent"]) == [row["agent"] for row in rows]
+    assert list(frame["p1@t1"]) == pytest.approx([float(row["p1@t1"]) for row in rows])
+
+
 def test_second_run_with_the_same_settings_generates_nothing(tmp_path, scripted):
     llm, builds = scripted
     config = make_config(tmp_path)
     run_leaderboard(config, progress=False)
-    first = (config.run_folder() / "leaderboard.json").read_text()
+    first = read_reports(config.run_folder())[0]
     assert builds and llm.conversations > 0
 
     builds.clear()
     llm.conversations = 0
     run_leaderboard(config, progress=False)
     assert builds == [] and llm.conversations == 0  # no model was even loaded
-    assert (config.run_folder() / "leaderboard.json").read_text() == first
+    again = read_reports(config.run_folder())[0]
+    assert [{**row, "date": None} for row in again] == [{**row, "date": None} for row in first]
 
 
 def test_interrupted_run_resumes_with_the_missing_episodes_only(tmp_path, scripted):
@@ -165,35 +236,28 @@ def test_interrupted_run_resumes_with_the_missing_episodes_only(tmp_path, script
 def check_stopping_reports(folder, policy_dir, max_turns):
     """Every report holds the policy's figures on each turn-by-turn agent's episodes."""
     policy = StoppingPolicy.load(policy_dir)
-    report = json.loads((folder / "leaderboard.json").read_text())
-    rows = list(csv.DictReader((folder / "leaderboard.csv").open()))
-    markdown = (folder / "leaderboard.md").read_text().splitlines()
-    header = markdown[0].split(" | ")
+    report, rows, _, table = read_reports(folder)
+    header = table[0].split(" | ")
     accuracy, turns = f"stop@t{max_turns}", header.index("turns (stop)")
     assert header.index(accuracy) == turns - 1 == header.index(f"m1@t{max_turns}") + 1
-    assert report["settings"]["stopping_policy"] == str(policy_dir)
-    for entry, row, line in zip(report["entries"], rows, markdown[2:], strict=True):
+    names = list(rows[0])
+    assert names.index(accuracy) == names.index(f"m1@t{max_turns}_high") + 1
+    assert report[0]["settings"]["stopping_policy"] == str(policy_dir)
+    for entry, row, line in zip(report, rows, table[2:], strict=True):
         cells = line.split(" | ")
         if entry["agent"] == "parallel":  # its turns are samples: nothing to stop
-            assert entry["stopping"] is None
+            assert entry[accuracy] is None and entry["stop_turns"] is None
             assert row[accuracy] == row[f"{accuracy}_low"] == row["stop_turns"] == ""
             assert cells[turns - 1] == cells[turns] == "–"
             continue
         episodes = folder / "episodes" / f"{entry['agent']}--{entry['env_id']}.jsonl"
         expected = evaluate_selection(episodes, policy, max_turns=max_turns)
         estimate = expected.accuracy
-        assert entry["stopping"] == {
-            "rule": policy.name,
-            "value": estimate.value,
-            "low": estimate.low,
-            "high": estimate.high,
-            "n": estimate.n,
-            "average_turns": expected.average_turns,
-        }
-        figures = [row[name] for name in (accuracy, f"{accuracy}_low", f"{accuracy}_high")]
-        assert [float(x) for x in figures] == pytest.approx(
-            [estimate.value, estimate.low, estimate.high]
-        )
+        figures = [entry[name] for name in (accuracy, f"{accuracy}_low", f"{accuracy}_high")]
+        assert figures == [estimate.value, estimate.low, estimate.high]
+        assert entry["stop_turns"] == expected.average_turns
+        csv_figures = [row[name] for name in (accuracy, f"{accuracy}_low", f"{accuracy}_high")]
+        assert [float(x) for x in csv_figures] == pytest.approx(figures)
         assert float(row["stop_turns"]) == pytest.approx(expected.average_turns)
         assert cells[turns - 1 : turns + 1] == [str(estimate), f"{expected.average_turns:.2f}"]
 
@@ -205,7 +269,7 @@ def test_a_stopping_policy_added_later_reuses_the_episodes(tmp_path, scripted, s
     folder = config.run_folder()
     assert "stop" not in (folder / "leaderboard.md").read_text()  # no policy: as before
     assert "stop" not in (folder / "leaderboard.csv").read_text()
-    assert json.loads((folder / "leaderboard.json").read_text())["entries"][0]["stopping"] is None
+    assert "stop_turns" not in json.loads((folder / "leaderboard.json").read_text())[0]
 
     builds.clear()
     llm.conversations = 0
@@ -231,13 +295,13 @@ def test_columns_are_listed_once_at_one_turn(tmp_path, scripted):
     leaderboard = run_leaderboard(config, progress=False)
     assert leaderboard.columns == ["p1@t1", "m1@t1"]
     folder = config.run_folder()
-    header = (folder / "leaderboard.md").read_text().splitlines()[0]
+    header = read_reports(folder)[3][0]
     assert (
         header == "| agent | env | n | p1@t1 | m1@t1 | calls/problem | tokens/problem | time (s) |"
     )
     csv_header = (folder / "leaderboard.csv").read_text().splitlines()[0].split(",")
     bounds = [f"{name}{suffix}" for name in ("p1@t1", "m1@t1") for suffix in ("", "_low", "_high")]
-    assert csv_header[3:10] == [*bounds, "llm_calls"]
+    assert csv_header[4:11] == [*bounds, "llm_calls"]
 
 
 def test_run_folder_depends_on_settings_that_change_results_only(tmp_path):

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents.evaluate import Evaluation
+from agents.leaderboard.metadata import RunMetadata
 from rise_gym.metrics import Estimate, average_generated_tokens, average_llm_calls, summarize
 from rise_gym.selection import Selection, SelectionRule, evaluate_selection
 
@@ -102,11 +103,14 @@ class Leaderboard:
         entries: One per agent x environment, in run order.
         max_turns: k: the turn and sample count the columns are built from.
         settings: What produced the entries (model, seeds, ...), stored in the JSON.
+        metadata: The model, back end, package versions, date and commit, given in
+            every report; None leaves them out.
     """
 
     entries: list[Entry]
     max_turns: int
     settings: dict[str, Any] = field(default_factory=dict)
+    metadata: RunMetadata | None = None
 
     @property
     def columns(self) -> list[str]:
@@ -127,10 +131,11 @@ class Leaderboard:
         return list(dict.fromkeys(names))
 
     def to_markdown(self) -> str:
-        """A Markdown table: percentages with their 95% Wilson intervals."""
+        """The metadata line, then a table: percentages with their 95% Wilson intervals."""
         labels = [_LABELS.get(name, name) for name in self.columns]
         header = ["agent", "env", "n", *labels, "calls/problem", "tokens/problem", "time (s)"]
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines = [self.metadata.to_markdown(), ""] if self.metadata is not None else []
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for entry in self.entries:
             cells = [_markdown_cell(entry.figure(name)) for name in self.columns]
             row = [
@@ -145,59 +150,70 @@ class Leaderboard:
             lines.append("| " + " | ".join(row) + " |")
         return "\n".join(lines) + "\n"
 
-    def to_csv(self) -> str:
-        """CSV with fractions: each metric as ``name``, ``name_low``, ``name_high``.
+    def rows(self) -> list[dict[str, Any]]:
+        """One flat row per entry, the rows of the CSV and JSON reports.
 
-        ``stop_turns`` is a single column; cells that do not apply are empty.
+        Columns: ``model``, ``agent``, ``env_id``, ``n``; every metric any entry has, as
+        fractions: ``name``, ``name_low``, ``name_high`` (``p1@t1`` .. ``p1@tk``,
+        ``m1@t1`` .. ``m1@tk``, the stopping rule's ``stop@tk`` and ``stop_turns``,
+        ``mk@t1``, ``pk@t1``); ``llm_calls``, ``generated_tokens``, ``wall_time``; then
+        the rest of the metadata (`RunMetadata.columns`). A figure an entry lacks is None.
         """
-        names = [name for column in self.columns for name in _csv_names(column)]
-        header = ["agent", "env_id", "n", *names, "llm_calls", "generated_tokens", "wall_time"]
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(header)
+        metadata = {} if self.metadata is None else self.metadata.columns()
+        model = {"model": metadata.pop("model")} if metadata else {}
+        rows = []
         for entry in self.entries:
-            figures: list[Any] = []
-            for column in self.columns:
+            figures: dict[str, Any] = {}
+            for column in self._figure_names():
                 figure = entry.figure(column)
-                if figure is None:
-                    figures += [""] * len(_csv_names(column))
-                elif isinstance(figure, Estimate):
-                    figures += [figure.value, figure.low, figure.high]
+                names = _row_names(column)
+                if isinstance(figure, Estimate):
+                    figures.update(zip(names, (figure.value, figure.low, figure.high)))
                 else:
-                    figures.append(figure)
-            writer.writerow(
-                [
-                    entry.agent,
-                    entry.env_id,
-                    entry.metrics["p1@t1"].n,
-                    *figures,
-                    entry.llm_calls,
-                    entry.generated_tokens,
-                    entry.wall_time,
-                ]
+                    figures.update(dict.fromkeys(names, figure))
+            rows.append(
+                {
+                    **model,
+                    "agent": entry.agent,
+                    "env_id": entry.env_id,
+                    "n": entry.metrics["p1@t1"].n,
+                    **figures,
+                    "llm_calls": entry.llm_calls,
+                    "generated_tokens": entry.generated_tokens,
+                    "wall_time": entry.wall_time,
+                    **metadata,
+                }
             )
+        return rows
+
+    def _figure_names(self) -> list[str]:
+        """Every metric of any entry in `_metric_order`, the stopping rule's after ``m1@tk``."""
+        names = sorted(
+            {name for entry in self.entries for name in entry.metrics}, key=_metric_order
+        )
+        if any(entry.stopping is not None for entry in self.entries):
+            after = max(i for i, name in enumerate(names) if name.startswith("m1@")) + 1
+            names[after:after] = [f"stop@t{self.max_turns}", _STOP_TURNS]
+        return names
+
+    def to_csv(self) -> str:
+        """The `rows` as CSV, fractions throughout; cells that do not apply are empty."""
+        rows = self.rows()
+        buffer = io.StringIO()
+        header = list(rows[0]) if rows else []
+        writer = csv.DictWriter(buffer, fieldnames=header, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
         return buffer.getvalue()
 
     def to_json(self) -> str:
-        """Every entry with all its metrics (fractions and intervals) and the settings.
+        """The `rows` as a JSON list of records (``pandas.read_json`` reads it as a table).
 
-        ``stopping`` holds the stopping rule's name, accuracy and ``average_turns``, or
-        null.
+        Each record also holds the run's ``settings`` (a mapping); figures that do not
+        apply are null.
         """
-        entries = [
-            {
-                "agent": entry.agent,
-                "env_id": entry.env_id,
-                "metrics": {name: _estimate_json(e) for name, e in entry.metrics.items()},
-                "stopping": None if entry.stopping is None else _selection_json(entry.stopping),
-                "llm_calls": entry.llm_calls,
-                "generated_tokens": entry.generated_tokens,
-                "wall_time": entry.wall_time,
-            }
-            for entry in self.entries
-        ]
-        report = {"settings": self.settings, "max_turns": self.max_turns, "entries": entries}
-        return json.dumps(report, indent=2, default=str) + "\n"
+        records = [{**row, "settings": self.settings} for row in self.rows()]
+        return json.dumps(records, indent=2, default=str) + "\n"
 
 
 def _markdown_cell(figure: Estimate | float | None) -> str:
@@ -206,22 +222,10 @@ def _markdown_cell(figure: Estimate | float | None) -> str:
     return str(figure) if isinstance(figure, Estimate) else f"{figure:.2f}"
 
 
-def _csv_names(column: str) -> list[str]:
+def _row_names(column: str) -> list[str]:
     if column == _STOP_TURNS:
         return [column]
     return [f"{column}{suffix}" for suffix in ("", "_low", "_high")]
-
-
-def _estimate_json(estimate: Estimate) -> dict[str, Any]:
-    return {"value": estimate.value, "low": estimate.low, "high": estimate.high, "n": estimate.n}
-
-
-def _selection_json(selection: Selection) -> dict[str, Any]:
-    return {
-        "rule": selection.rule,
-        **_estimate_json(selection.accuracy),
-        "average_turns": selection.average_turns,
-    }
 
 
 def _metric_order(name: str) -> tuple[int, int]:

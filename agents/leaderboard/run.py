@@ -9,6 +9,7 @@ import gymnasium as gym
 
 from agents.evaluate import plan_evaluation, run_evaluation
 from agents.leaderboard.config import LeaderboardConfig
+from agents.leaderboard.metadata import RunMetadata
 from agents.leaderboard.plot import plot_accuracy
 from agents.leaderboard.report import Entry, Leaderboard
 from agents.leaderboard.roster import build_agent
@@ -22,7 +23,8 @@ def run_leaderboard(config: LeaderboardConfig, *, progress: bool = True) -> Lead
     Agents run one after another; each plays all problems of an environment in one
     batch per turn. Everything lands in ``config.run_folder()``: ``manifest.json``
     (the settings), ``episodes/<agent>--<env>.jsonl`` (every episode, appended as it
-    finishes), ``leaderboard.md``, ``.csv``, ``.json`` and ``accuracy.png``. Running
+    finishes), ``leaderboard.md``, ``.csv``, ``.json`` (each with the `RunMetadata`:
+    model, back end, versions, date, commit) and ``accuracy.png``. Running
     again with the same settings reuses every finished episode, and loads no model at
     all when nothing is left to generate. A ``stopping_policy`` is scored on the
     turn-by-turn agents' episodes; adding one later reuses the finished episodes.
@@ -46,7 +48,9 @@ def run_leaderboard(config: LeaderboardConfig, *, progress: bool = True) -> Lead
     """
     config.check_dependencies(plot=True)
     check_envs(config)
-    config = config.with_served_model()
+    served = config.with_served_model()
+    metadata = RunMetadata.collect(config, served)
+    config = served
     stopping = config.load_stopping_policy()
     folder = config.run_folder()
     _claim(folder, config)
@@ -83,7 +87,7 @@ def run_leaderboard(config: LeaderboardConfig, *, progress: bool = True) -> Lead
         "agents": config.agents,
         "stopping_policy": config.stopping_policy,
     }
-    leaderboard = Leaderboard(entries, config.max_turns, settings)
+    leaderboard = Leaderboard(entries, config.max_turns, settings, metadata)
     write_reports(leaderboard, folder)
     return leaderboard
 
