@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.base import Agent
+from agents.llm.factory import require
 from agents.rollout import Rollout, plan_rollout
 from rise_gym.metrics import Estimate, summarize
 from rise_gym.records import EpisodeRecord
@@ -43,6 +44,7 @@ def evaluate(
     progress: bool = True,
     settings: Mapping[str, Any] | None = None,
     engine: str = "batched",
+    ray_address: str | None = None,
 ) -> Evaluation:
     """Run ``agent`` on the first ``num_problems`` problems without an oracle and score it.
 
@@ -64,6 +66,9 @@ def evaluate(
         progress: Show a progress bar.
         settings: What else decides the outcomes (model, sampling, ...); see `rollout`.
         engine: ``"batched"`` or ``"async"`` (for servers); see `rollout`.
+        ray_address: Play on actors of this Ray cluster (``"auto"``, ``"ray://HOST:PORT"``
+            or ``"local"``; one per GPU, each with its own model and a shard of the
+            problems), writing the same records; None plays here. See `agents.ray_engine`.
 
     Returns:
         The metrics and the records.
@@ -78,7 +83,9 @@ def evaluate(
         output=output,
         settings=settings,
     )
-    return run_evaluation(plan, batch_size=batch_size, progress=progress, engine=engine)
+    return run_evaluation(
+        plan, batch_size=batch_size, progress=progress, engine=engine, ray_address=ray_address
+    )
 
 
 def plan_evaluation(
@@ -116,8 +123,21 @@ def run_evaluation(
     batch_size: int | None = None,
     progress: bool = True,
     engine: str = "batched",
+    ray_address: str | None = None,
 ) -> Evaluation:
-    """Play a `plan_evaluation` rollout's pending episodes and score all of them."""
-    records = plan.run(batch_size=batch_size, progress=progress, engine=engine)
+    """Play a `plan_evaluation` rollout's pending episodes and score all of them.
+
+    Raises:
+        MissingDependency: ``ray_address`` is given and ray is not installed.
+    """
+    if ray_address is None:
+        records = plan.run(batch_size=batch_size, progress=progress, engine=engine)
+    else:
+        require("ray", purpose=f"ray_address={ray_address!r}")
+        from agents.ray_engine import run_ray
+
+        records = run_ray(
+            plan, address=ray_address, batch_size=batch_size, progress=progress, engine=engine
+        )
     metrics = summarize(records, max_turns=plan.env_kwargs["max_turns"])
     return Evaluation(plan.env_id, plan.agent.name, metrics, records)

@@ -21,7 +21,7 @@ from rise_gym.records import fingerprint
 DEFAULT_ENVS = ("RISE-Arithmetic-v0", "RISE-GSM8K-v0")
 DEFAULT_AGENTS = ("sequential", "parallel", "self-refine")
 
-_RUN_ONLY = ("envs", "agents", "stopping_policy", "batch_size", "output_dir")
+_RUN_ONLY = ("envs", "agents", "stopping_policy", "batch_size", "output_dir", "ray_address")
 """Fields that do not change any episode's outcome, so they stay out of the run folder's key."""
 
 
@@ -96,6 +96,15 @@ class LeaderboardConfig:
     output_dir: Path = field(
         default=Path("runs/leaderboard"), metadata=_help("Where run folders are created.")
     )
+    ray_address: str | None = field(
+        default=None,
+        metadata=_help(
+            "Play the episodes on a Ray cluster, one actor per GPU (per CPU without GPUs), "
+            "each with its own model: 'auto' (the cluster of `ray start`), "
+            "'ray://HOST:10001' or 'local' (a new one here); the same episodes files. "
+            "Needs the ray extra. None: play in this process."
+        ),
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "output_dir", Path(self.output_dir))
@@ -133,6 +142,8 @@ class LeaderboardConfig:
                 "temperature must be >= 0 and parallel_temperature > 0 (both finite), got "
                 f"{self.temperature} and {self.parallel_temperature}"
             )
+        if self.ray_address is not None and not self.ray_address.strip():
+            raise ValueError("ray_address is empty; pass 'auto', 'ray://HOST:10001' or 'local'")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 or None, got {self.batch_size}")
         if self.stopping_policy is not None:
@@ -158,6 +169,8 @@ class LeaderboardConfig:
             needs["a stopping policy"] = ("torch", "stable_baselines3")
         if plot:
             needs["the leaderboard's plot"] = ("matplotlib",)
+        if self.ray_address is not None:
+            needs["ray_address"] = ("ray",)
         for purpose, packages in needs.items():
             require(*packages, purpose=purpose)
 

@@ -21,7 +21,9 @@ def run_leaderboard(config: LeaderboardConfig, *, progress: bool = True) -> Lead
     """Evaluate every agent on every environment and write the reports.
 
     Agents run one after another; each plays all problems of an environment in one
-    batch per turn. Everything lands in ``config.run_folder()``: ``manifest.json``
+    batch per turn, or with ``config.ray_address`` on Ray actors that load their own
+    models (`agents.ray_engine`; this process then loads none). Everything lands in
+    ``config.run_folder()``: ``manifest.json``
     (the settings), ``episodes/<agent>--<env>.jsonl`` (every episode, appended as it
     finishes), ``leaderboard.md``, ``.csv``, ``.json`` (each with the `RunMetadata`:
     model, back end, versions, date, commit) and ``accuracy.png``. Running
@@ -71,11 +73,17 @@ def run_leaderboard(config: LeaderboardConfig, *, progress: bool = True) -> Lead
         for env_id in config.envs
     ]
     try:
-        if any(plan.pending for plan in plans):
-            llm.load()  # now, not inside the first cell's timed generation
+        if config.ray_address is None and any(plan.pending for plan in plans):
+            llm.load()  # now, not inside the first cell's timed generation (Ray actors: theirs)
         entries = [
             Entry.from_evaluation(
-                run_evaluation(plan, batch_size=config.batch_size, progress=progress), stopping
+                run_evaluation(
+                    plan,
+                    batch_size=config.batch_size,
+                    progress=progress,
+                    ray_address=config.ray_address,
+                ),
+                stopping,
             )
             for plan in plans
         ]

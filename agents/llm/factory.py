@@ -23,6 +23,7 @@ _EXTRAS = {
     "matplotlib": "llm",
     "vllm": "vllm",
     "stable_baselines3": "sb3",
+    "ray": "ray",
 }
 """The rise-gym extra that installs each optional package."""
 
