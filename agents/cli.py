@@ -1,4 +1,4 @@
-"""The ``rise-gym`` command: list environments, evaluate an agent, run the leaderboard, train RISE.
+"""The ``rise-gym`` command: list environments, evaluate, run the leaderboard, train, show episodes.
 
 Usage::
 
@@ -7,11 +7,16 @@ Usage::
     rise-gym eval --env RISE-GSM8K-v0 --agent sequential --num-problems 50
     rise-gym leaderboard --agents sequential parallel rise --adapter runs/rise/iteration-1/adapter
     rise-gym train --env RISE-Arithmetic-v0 --iterations 2
+    rise-gym leaderboard --config run.yaml --num-problems 8
+    rise-gym show runs/leaderboard/<run folder> --right-to-wrong --limit 5
 
 The options of ``eval`` and ``leaderboard`` are the fields of
 `agents.leaderboard.LeaderboardConfig`, those of ``train`` the fields of
-`agents.rise.config.RISEConfig`, with the same names, defaults and help. torch and the
-back ends load only inside the subcommands. A bad argument, file or setting, a missing
+`agents.rise.config.RISEConfig`, with the same names, defaults and help. ``--config FILE``
+reads any of a command's options from a YAML or JSON file (`agents.config_file`); the
+command line overrides it, and each run writes its resolved options beside its results
+(``config.yaml``) for ``--config`` to run it again. torch and the back ends load only
+inside the subcommands. A bad argument, file or setting, a missing
 optional package and any other error rise-gym reports (`RiseGymError`) end with one
 line on stderr and exit status 2; ``eval`` and ``leaderboard`` check their arguments,
 packages, server and output files before any model loads.
@@ -30,6 +35,13 @@ from dataclasses import Field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
+from agents.config_file import (
+    key_value,
+    option_values,
+    read_config_file,
+    resolved_config,
+    write_config_file,
+)
 from rise_gym import __version__
 from rise_gym.envs.registration import ENV_IDS
 from rise_gym.errors import RiseGymError
@@ -52,9 +64,12 @@ _TRAINING_OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit status (2: a bad argument or an error)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if getattr(args, "config", None) is not None:
+            args = _with_config_file(parser, args, argv)
         return args.command(args)
     except KeyboardInterrupt:
         print(
@@ -63,8 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 130
     except RiseGymError as error:
-        parser: Parser = args.parser
-        parser.error(str(error))
+        command: Parser = args.parser
+        command.error(str(error))
 
 
 class Parser(argparse.ArgumentParser):
@@ -79,6 +94,7 @@ def build_parser() -> Parser:
     """The parser of ``rise-gym`` and its subcommands."""
     from agents.leaderboard import AGENT_KINDS, LeaderboardConfig
     from agents.rise.config import RISEConfig
+    from agents.show import TRANSITIONS
 
     parser = Parser(prog="rise-gym", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -95,6 +111,16 @@ def build_parser() -> Parser:
         )
         sub.set_defaults(command=run, parser=sub)
         return sub
+
+    def config_option(sub: Parser, results: str) -> None:
+        sub.add_argument(
+            "--config",
+            type=Path,
+            metavar="FILE",
+            help="YAML or JSON file of option values, keyed by option name (num_problems: "
+            "16); options on the command line override it. The run writes its resolved "
+            f"options to {results} for --config to run it again",
+        )
 
     command(
         "envs",
@@ -165,6 +191,39 @@ def build_parser() -> Parser:
     _add_training_options(train.add_argument_group("training"))
     for sub in (eval_, board):
         sub.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    config_option(eval_, "<output>.config.yaml (with --output)")
+    config_option(board, "config.yaml in the run folder")
+    config_option(train, "config.yaml in --output-dir")
+
+    show = command(
+        "show",
+        _show,
+        "print a run's episodes turn by turn: answers, correctness, feedback",
+        "Print the episodes of a run folder (its episodes/*.jsonl) or of an episodes "
+        "JSONL file turn by turn: each answer, whether it is correct, the feedback the "
+        "agent got and the response. Filters keep the episodes of some problems, or "
+        "those whose correctness changes from one turn to the next.",
+    )
+    show.add_argument("run", type=Path, metavar="RUN_OR_FILE", help="run folder or JSONL file")
+    show.add_argument(
+        "--problem",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="show this problem id only (repeatable)",
+    )
+    transitions = show.add_mutually_exclusive_group()
+    for transition, meaning in TRANSITIONS.items():
+        transitions.add_argument(
+            "--" + transition.replace("_", "-"),
+            action="store_const",
+            const=transition,
+            dest="transition",
+            help=f"only episodes in which {meaning}",
+        )
+    show.add_argument(
+        "--limit", type=_int_at_least(1, "the limit"), help="show at most this many episodes"
+    )
     return parser
 
 
@@ -199,10 +258,12 @@ def _doctor(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from agents.evaluate import plan_evaluation, run_evaluation
     from agents.leaderboard import Entry, Leaderboard, build_agent
+    from agents.leaderboard.metadata import RunMetadata
     from agents.llm.factory import LazyLLM
 
     with _bad_arguments(args.parser):
-        config = _checked_config(args, envs=(args.env,), agents=(args.agent,))
+        asked = _checked_config(args, envs=(args.env,), agents=(args.agent,))
+        config = asked.with_served_model()
         llm = LazyLLM(config.build_llm)
         plan = plan_evaluation(
             args.env,
@@ -224,7 +285,10 @@ def _eval(args: argparse.Namespace) -> int:
     finally:
         llm.close()
     entry = Entry.from_evaluation(evaluation, stopping)
-    print(Leaderboard([entry], config.max_turns).to_markdown())
+    metadata = RunMetadata.collect(asked, config)
+    print(Leaderboard([entry], config.max_turns, metadata=metadata).to_markdown())
+    if args.output is not None:
+        _write_resolved_config(args, args.output.with_suffix(".config.yaml"))
     return 0
 
 
@@ -233,14 +297,16 @@ def _leaderboard(args: argparse.Namespace) -> int:
 
     with _bad_arguments(args.parser):
         config = _checked_config(args, plot=True)
+        served = config.with_served_model()
     started = time.perf_counter()
     leaderboard = run_leaderboard(config, progress=not args.no_progress)
+    _write_resolved_config(args, served.run_folder() / "config.yaml")
     print(
-        f"\n{config.model_name} ({config.backend}), {config.num_problems} problems per "
+        f"\n{served.model_name} ({config.backend}), {config.num_problems} problems per "
         f"environment, k = {config.max_turns}, 95% Wilson intervals:\n"
     )
     print(leaderboard.to_markdown())
-    print(f"reports in {config.run_folder()} ({time.perf_counter() - started:.0f} s)")
+    print(f"reports in {served.run_folder()} ({time.perf_counter() - started:.0f} s)")
     return 0
 
 
@@ -249,8 +315,8 @@ def _checked_config(
 ) -> LeaderboardConfig:
     """The `LeaderboardConfig` of ``eval`` or ``leaderboard``, checked before any work.
 
-    Checks the model, the packages the run needs, the environments and (with 'openai')
-    the server, whose served model the returned configuration names.
+    Checks the model, the packages the run needs and the environments; the caller's
+    ``with_served_model()`` checks the server of the 'openai' back end.
     """
     from agents.leaderboard import LeaderboardConfig, check_envs
 
@@ -258,7 +324,7 @@ def _checked_config(
     _check_model(config.model, config.backend)
     config.check_dependencies(plot=plot)
     check_envs(config)
-    return config.with_served_model()
+    return config
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -311,10 +377,38 @@ def _train(args: argparse.Namespace) -> int:
         for backend in (llm, expert, collector):
             if backend is not None:
                 backend.close()
+    _write_resolved_config(args, config.output_dir / "config.yaml")
     for step in agent.history:
         print(json.dumps(step))
     print(f"adapter: {agent.adapter}")
     return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from agents.show import show
+
+    print(show(args.run, problems=args.problem, transition=args.transition, limit=args.limit))
+    return 0
+
+
+# ---- config files ----------------------------------------------------------------------
+
+
+def _with_config_file(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequence[str] | None
+) -> argparse.Namespace:
+    """Parse ``argv`` again with the ``--config`` file's values as the command's defaults.
+
+    The command line still overrides them; KEY=VALUE options add to the file's mapping.
+    """
+    values = option_values(args.parser, read_config_file(args.config), source=str(args.config))
+    args.parser.set_defaults(**values)
+    return parser.parse_args(argv)
+
+
+def _write_resolved_config(args: argparse.Namespace, path: Path) -> None:
+    """Write the command's options as this run resolved them, for ``--config`` to rerun it."""
+    write_config_file(path, resolved_config(args.parser, args), command=args.parser.prog)
 
 
 # ---- options from config dataclasses --------------------------------------------------
@@ -352,7 +446,7 @@ def _add_field_option(
         parser.add_argument(
             flag,
             action="append",
-            type=_key_value,
+            type=key_value,
             default=[],
             metavar="KEY=VALUE",
             help=help_ + " Repeatable; VALUE is read as JSON when it parses.",
@@ -390,7 +484,7 @@ def _add_training_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--training-arg",
         action="append",
-        type=_key_value,
+        type=key_value,
         default=[],
         metavar="KEY=VALUE",
         help="any other TrainingConfig or transformers.TrainingArguments field, e.g. "
@@ -456,24 +550,23 @@ def _or_none(convert: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
-def _seed(value: str) -> int:
-    try:
-        seed = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: {value!r}") from None
-    if seed < 0:
-        raise argparse.ArgumentTypeError(f"a seed must be >= 0, got {seed}")
-    return seed
+def _int_at_least(minimum: int, what: str) -> Callable[[str], int]:
+    """An argument type: an int >= ``minimum``, or an error naming ``what`` it is."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {value!r}") from None
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"{what} must be >= {minimum}, got {number}")
+        return number
+
+    parse.__name__ = "int"
+    return parse
 
 
-def _key_value(value: str) -> tuple[str, Any]:
-    key, sep, raw = value.partition("=")
-    if not sep or not key.isidentifier():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {value!r}")
-    try:
-        return key, json.loads(raw)
-    except json.JSONDecodeError:
-        return key, raw
+_seed = _int_at_least(0, "a seed")
 
 
 if __name__ == "__main__":

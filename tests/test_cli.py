@@ -49,7 +49,15 @@ def test_envs_lists_every_id_with_its_size_and_data_source():
         ("envs", []),
         (
             "eval",
-            ["--env", "--agent", "--model", "--num-problems", "--output", "--stopping-policy"],
+            [
+                "--env",
+                "--agent",
+                "--model",
+                "--num-problems",
+                "--output",
+                "--stopping-policy",
+                "--config",
+            ],
         ),
         (
             "leaderboard",
@@ -64,6 +72,7 @@ def test_envs_lists_every_id_with_its_size_and_data_source():
                 "--batch-size",
                 "--stopping-policy",
                 "--output-dir",
+                "--config",
             ],
         ),
         (
@@ -78,8 +87,10 @@ def test_envs_lists_every_id_with_its_size_and_data_source():
                 "--learning-rate",
                 "--training-arg",
                 "--output-dir",
+                "--config",
             ],
         ),
+        ("show", ["RUN_OR_FILE", "--problem", "--changed", "--right-to-wrong", "--limit"]),
     ],
 )
 def test_help_of_every_command_lists_its_options(capsys, command, options):
@@ -215,6 +226,7 @@ def test_train_runs_rise_and_prints_the_adapter(tmp_path, capsys, tiny_model_dir
     adapter = out.splitlines()[-1].removeprefix("adapter: ")
     assert (tmp_path / "iteration-1" / "model").samefile(adapter)
     assert "The answer is" in (tmp_path / "iteration-1" / "states.jsonl").read_text()
+    assert "iterations: 1\n" in (tmp_path / "config.yaml").read_text()  # for --config
 
 
 def test_the_module_runs_as_a_command_and_imports_no_torch_for_help():
@@ -419,3 +431,78 @@ def test_a_missing_optional_package_names_its_extra_before_any_work(
     assert code == 2 and err.count("\n") == 1 and builds == []
     assert missing.replace("_", "-") in err and f"pip install 'rise-gym[{extra}]'" in err
     assert not (tmp_path / "runs").exists()  # nothing was done
+
+
+def test_a_config_file_sets_options_the_command_line_overrides_and_the_run_reproduces(
+    tmp_path, capsys, builds
+):
+    output = tmp_path / "episodes.jsonl"
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "num-problems: 2\nmax_turns: 2\nmax_new_tokens: 8\nno_progress: true\n"
+        f"output: {output}\nenv_args:\n  retry_prompt: Try again.\n"
+    )
+    code, out, _ = run_cli(capsys, "eval", "--config", str(config), "--max-turns", "3")
+    assert code == 0 and "| sequential | RISE-Arithmetic-v0 | 2 |" in out
+    records = read_records(output)
+    assert len(records) == 2 and [len(r.turns) for r in records] == [3, 3]  # override wins
+    assert records[0].settings["max_new_tokens"] == 8  # from the file
+    assert records[0].settings["env_args"] == {"retry_prompt": "Try again."}
+
+    resolved = tmp_path / "episodes.config.yaml"
+    text = resolved.read_text()
+    assert f"rise-gym eval --config {resolved}" in text
+    assert "max_turns: 3\n" in text and "num_problems: 2\n" in text
+    assert "retry_prompt: Try again." in text
+    code, out, _ = run_cli(capsys, "eval", "--config", str(resolved))
+    assert code == 0 and len(builds) == 1  # the same settings: every episode reused
+    assert "| sequential | RISE-Arithmetic-v0 | 2 |" in out
+
+
+def test_a_json_config_runs_a_leaderboard_whose_folder_keeps_its_resolved_config(
+    tmp_path, capsys, builds
+):
+    config = tmp_path / "run.json"
+    settings = {
+        "envs": ["RISE-Arithmetic-v0"],
+        "agents": ["sequential"],
+        "num_problems": 2,
+        "max_turns": 2,
+        "max_new_tokens": 8,
+        "no_progress": True,
+        "output_dir": str(tmp_path / "runs"),
+        "env_args": {"retry_prompt": "Again."},
+    }
+    config.write_text(json.dumps(settings))
+    argv = ["leaderboard", "--config", str(config), "--seed", "3", "--env-args", "history_window=1"]
+    code, out, _ = run_cli(capsys, *argv)
+    assert code == 0 and "| sequential | RISE-Arithmetic-v0 | 2 |" in out
+    (folder,) = (tmp_path / "runs").iterdir()
+    resolved = folder / "config.yaml"
+    assert f"reports in {folder}" in out and resolved.exists()
+    code, out, _ = run_cli(capsys, "leaderboard", "--config", str(resolved))
+    assert code == 0 and len(builds) == 1 and list((tmp_path / "runs").iterdir()) == [folder]
+    (record, *_) = read_records(folder / "episodes" / "sequential--RISE-Arithmetic-v0.jsonl")
+    assert record.seed == 3 and record.settings["seed"] == 3  # the command line's seed
+    assert record.settings["env_args"] == {"retry_prompt": "Again.", "history_window": 1}
+
+
+@pytest.mark.parametrize("command", ["eval", "leaderboard", "train"])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("num_problemz: 2\n", "unknown key 'num_problemz'"),
+        ("seed: lots\n", "run.yaml: seed: invalid int value: 'lots'"),
+        ("- seed\n", "holds a list, not a mapping"),
+        ("seed: [1\n", "is not valid YAML"),
+    ],
+)
+def test_a_bad_config_file_is_a_one_line_error_naming_the_key(
+    tmp_path, capsys, builds, command, text, message
+):
+    (tmp_path / "run.yaml").write_text(text)
+    code, out, err = run_cli(capsys, command, "--config", str(tmp_path / "run.yaml"))
+    assert code == 2 and out == "" and err.count("\n") == 1 and builds == []
+    assert err.startswith(f"rise-gym {command}: error: ") and message in err
+    if message.startswith("unknown key"):
+        assert "the keys of rise-gym" in err and "max_turns" in err
