@@ -16,6 +16,7 @@ it has no cached keys for (a row may recompute a few cached tokens instead).
 
 from __future__ import annotations
 
+import inspect
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
@@ -138,7 +139,8 @@ def decode(
 
     Args:
         model: A causal LM taking ``input_ids``, ``attention_mask``, ``position_ids`` and
-            ``past_key_values``.
+            its key-value cache (``cache``, or ``past_key_values`` before transformers
+            named it so), or a PEFT model wrapping one.
         tokenizer: Its tokenizer (pad token id; decoding for stop strings).
         prompts: Token ids of each prompt.
         params: Sampling parameters; rows are drawn from torch's global generator.
@@ -157,15 +159,16 @@ def decode(
     batch = _Prefill.build(
         [list(ids) for ids in prompts], model, tokenizer.pad_token_id, cache, adapter
     )
+    cache_keyword = _cache_keyword(model)
     output = model(
         input_ids=batch.input_ids,
         attention_mask=batch.attention_mask,
         position_ids=batch.position_ids,
-        past_key_values=batch.past,
         use_cache=True,
         logits_to_keep=_last_position(batch.input_ids),
+        **{cache_keyword: batch.past},
     )
-    past, attention_mask = output.past_key_values, batch.attention_mask
+    past, attention_mask = getattr(output, cache_keyword), batch.attention_mask
     positions = batch.position_ids[:, -1]
     logits = output.logits[:, -1]
     if params.n > 1:  # a prompt's n rows share its one prompt pass
@@ -209,10 +212,10 @@ def decode(
             input_ids=chosen[:, None],
             attention_mask=attention_mask,
             position_ids=positions[:, None],
-            past_key_values=past,
             use_cache=True,
+            **{cache_keyword: past},
         )
-        past, logits = output.past_key_values, output.logits[:, -1]
+        past, logits = getattr(output, cache_keyword), output.logits[:, -1]
     for handle in batch.reused:
         cache.discard(handle)  # type: ignore[union-attr]  # superseded by the rows just stored
     return results
@@ -302,6 +305,20 @@ def _plain_cache_layers(model: PreTrainedModel) -> bool:
     """Whether the model's cache is plain full attention (sliding windows cannot be reused)."""
     probe = DynamicCache(config=model.config)
     return all(type(layer) is DynamicLayer for layer in probe.layers)
+
+
+def _cache_keyword(model: PreTrainedModel) -> str:
+    """The name of the key-value cache in the model's forward pass and output.
+
+    ``cache`` since transformers deprecated ``past_key_values`` (it warns on every call
+    and removes it in 5.40); ``past_key_values`` in releases before that.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return (
+        "cache"
+        if "cache" in inspect.signature(type(base).forward).parameters
+        else "past_key_values"
+    )
 
 
 def _last_position(input_ids: torch.Tensor) -> torch.Tensor:
