@@ -264,6 +264,7 @@ def _eval(args: argparse.Namespace) -> int:
     with _bad_arguments(args.parser):
         asked = _checked_config(args, envs=(args.env,), agents=(args.agent,))
         config = asked.with_served_model()
+        metadata = RunMetadata.collect(asked, config)
         llm = LazyLLM(config.build_llm)
         plan = plan_evaluation(
             args.env,
@@ -285,7 +286,6 @@ def _eval(args: argparse.Namespace) -> int:
     finally:
         llm.close()
     entry = Entry.from_evaluation(evaluation, stopping)
-    metadata = RunMetadata.collect(asked, config)
     print(Leaderboard([entry], config.max_turns, metadata=metadata).to_markdown())
     if args.output is not None:
         _write_resolved_config(args, args.output.with_suffix(".config.yaml"))

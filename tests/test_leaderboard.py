@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from matplotlib.image import imread
 import agents.leaderboard.config as config_module
 import agents.leaderboard.metadata as metadata_module
 from agents.leaderboard import LeaderboardConfig, run_leaderboard
-from agents.leaderboard.metadata import git_commit
+from agents.leaderboard.metadata import RunMetadata, git_commit
 from agents.llm.base import LLM, Completion, Generation, MissingDependency, ModelNotFound
 from agents.stopping import StoppingPolicy, evaluate_selection, train_stopping_policy
 from rise_gym import __version__
@@ -158,10 +159,6 @@ def test_every_report_gives_the_run_metadata(tmp_path, scripted):
     started = datetime.now(timezone.utc).replace(microsecond=0)
     run_leaderboard(config, progress=False)
     report, rows, markdown, _ = read_reports(config.run_folder())
-    root = Path(__file__).parents[1]
-    commit = subprocess.run(
-        ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
     expected = {
         "model": "SmolLM2-135M-Instruct",
         "served_model": None,
@@ -172,9 +169,12 @@ def test_every_report_gives_the_run_metadata(tmp_path, scripted):
         "torch_version": importlib.metadata.version("torch"),
         "transformers_version": importlib.metadata.version("transformers"),
         "peft_version": importlib.metadata.version("peft"),
-        "git_commit": commit or None,
     }
     assert {key: report[0][key] for key in expected} == expected
+    commit = report[0]["git_commit"]  # the tests run from a checkout: one of its commits
+    root = Path(__file__).parents[1]
+    kind = subprocess.run(["git", "-C", str(root), "cat-file", "-t", commit], capture_output=True)
+    assert re.fullmatch("[0-9a-f]{40}", commit) and kind.stdout == b"commit\n"
     assert rows[0]["model"] == "SmolLM2-135M-Instruct" and rows[0]["adapter"] == ""
     assert "vllm_version" in rows[0]
     date = datetime.fromisoformat(report[0]["date"])
@@ -183,6 +183,16 @@ def test_every_report_gives_the_run_metadata(tmp_path, scripted):
     assert line.startswith("model SmolLM2-135M-Instruct, adapter none, back end transformers")
     assert f"rise-gym {__version__}" in line and f"torch {expected['torch_version']}" in line
     assert report[0]["date"] in line and f"commit {commit}" in line
+
+
+def test_with_openai_the_metadata_names_the_model_the_server_serves(tmp_path):
+    asked = make_config(
+        tmp_path, backend="openai", base_url="http://localhost:8000/v1", model="llama"
+    )
+    metadata = RunMetadata.collect(asked, replace(asked, model="llama-3.2-1b-q8_0.gguf"))
+    assert (metadata.model, metadata.served_model) == ("llama", "llama-3.2-1b-q8_0.gguf")
+    assert metadata.to_markdown().startswith("model llama (served: llama-3.2-1b-q8_0.gguf), ")
+    assert metadata.columns()["served_model"] == "llama-3.2-1b-q8_0.gguf"
 
 
 def test_without_a_git_checkout_the_commit_is_none(tmp_path, monkeypatch):
