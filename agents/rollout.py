@@ -268,6 +268,8 @@ def _turn_record(env: MultiTurnEnv, action: Action, info: dict[str, Any]) -> Tur
     metadata = dict(action.metadata)
     if not info["gradable"]:
         metadata["gradable"] = False
+    if info.get("feedback"):  # what the environment told the model about this answer
+        metadata["env_feedback"] = info["feedback"]
     return TurnRecord(
         turn=info["turn"],
         response=action.text,

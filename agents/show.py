@@ -123,7 +123,8 @@ def format_episode(record: EpisodeRecord) -> str:
     """An episode as text: a header with its correctness by turn, then every turn.
 
     Each turn gives its correctness and answer, the feedback it was written after (see
-    `FEEDBACK_KEYS`), the answers of its samples (parallel sampling), and the response.
+    `FEEDBACK_KEYS`), the answers of its samples (parallel sampling), the response, and
+    the environment's feedback on it (envs with ``feedback`` other than ``"none"``).
     """
     path = " -> ".join(_verdict(turn.correct) for turn in record.turns) or "no turns"
     lines = [
@@ -145,6 +146,10 @@ def _turn_lines(turn: TurnRecord) -> list[str]:
         answers = ", ".join(f"{s.answer} ({_verdict(s.correct)})" for s in turn.samples)
         lines.append(f"    samples: {answers}")
     lines.append(textwrap.indent(turn.response or "(empty response)", "    "))
+    if turn.metadata.get("env_feedback"):  # the environment's verdict, shown to the next turn
+        lines.append(
+            textwrap.indent(f"environment feedback: {turn.metadata['env_feedback']}", "    ")
+        )
     return lines
 
 

@@ -307,3 +307,16 @@ def test_the_progress_bar_counts_turns_as_they_are_played(monkeypatch):
     agent = FunctionAgent(lambda observation: "The answer is 0", name="zero")
     rollout("RISE-Arithmetic-v0", agent, num_episodes=2, env_kwargs={"max_turns": 3})
     assert [n for n, total in shown if n] == [2, 4, 6, 6, 6] and shown[-1][1] == 6
+
+
+def test_the_environments_feedback_is_kept_in_the_turn_records():
+    agent = CountingAgent()
+    with_feedback = rollout(
+        ENV, agent, num_episodes=2, env_kwargs={**ENV_KWARGS, "feedback": "answer"}, progress=False
+    )
+    for record in with_feedback:
+        wrong, right = record.turns[0], record.turns[1]
+        assert wrong.metadata["env_feedback"] == f"Your answer {wrong.answer} is incorrect."
+        assert right.metadata["env_feedback"] == f"Your answer {right.answer} is correct."
+    without = rollout(ENV, CountingAgent(), num_episodes=2, env_kwargs=ENV_KWARGS, progress=False)
+    assert all("env_feedback" not in turn.metadata for r in without for turn in r.turns)

@@ -76,12 +76,14 @@ def test_an_episode_shows_every_turn_with_its_answer_correctness_and_feedback():
     record = episode("p3", False, True, agent="self-refine")
     record.turns[1].metadata["feedback"] = "The sum is off by one.\nCheck the carry."
     record.turns[0].samples = [Sample("4", True), Sample("5", False)]
+    record.turns[0].metadata["env_feedback"] = "Your answer 5 is incorrect."
     text = format_episode(record)
     assert text.splitlines() == [
         "RISE-Arithmetic-v0 p3 (agent self-refine, seed 0, reference 4): wrong -> right",
         "  turn 1: wrong, answer 5",
         "    samples: 4 (right), 5 (wrong)",
         "    Attempt 1: \\boxed{5}",
+        "    environment feedback: Your answer 5 is incorrect.",
         "  turn 2: right, answer 4",
         "    feedback: The sum is off by one.",
         "    Check the carry.",
