@@ -113,6 +113,7 @@ OPTIONS = (
     "drop_unimproved",
     "self_refine",
     "ood_retry_prompts",
+    "feedback_rows",
     "tau",
     "history_window",
     "max_new_tokens",

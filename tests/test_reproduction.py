@@ -111,6 +111,7 @@ def test_an_expert_run_in_the_same_folder_shares_the_base_and_boost_steps(
         tiny_settings(tiny_model_dir, run),
         improvement="expert",
         ood_retry_prompts=True,
+        feedback_rows=True,
         self_refine=False,
     )
     distilled = run_reproduction(settings, progress=False)
@@ -125,6 +126,12 @@ def test_an_expert_run_in_the_same_folder_shares_the_base_and_boost_steps(
         assert {"p1@t1", "m1@t2", "m1@t3"} <= set(row)
         episode = (run / "eval" / f"rise-expert-arithmetic-retry-{prompt}.jsonl").read_text()
         assert episode.count('"turn": 3') == 3
+    for row, episodes in (
+        ("boost: sequential, answer feedback", "boost-feedback-answer"),
+        ("RISE: sequential, answer feedback", "rise-expert-arithmetic-feedback-answer"),
+    ):
+        assert {"p1@t1", "m1@t3"} <= set(distilled.rows[row])
+        assert '"env.feedback": "answer"' in (run / "eval" / f"{episodes}.jsonl").read_text()
     states = (run / "rise-expert-arithmetic" / "iteration-1" / "states.jsonl").read_text()
     assert "The answer is \\\\boxed{" in states  # the expert's worked answers, JSON-escaped
 
@@ -171,6 +178,7 @@ def test_cpu_preset_is_the_default_and_every_option_overrides_it():
     assert (args.improvement, args.num_samples, args.sample_temperature) == ("self", 16, 0.7)
     assert (args.data_shape, args.data_filter, args.drop_unimproved) == ("all_turns", "all", True)
     assert not args.collect_stop_on_correct and args.self_refine and not args.ood_retry_prompts
+    assert not args.feedback_rows
     assert (args.max_new_tokens, args.learning_rate, args.output) == (
         48,
         5e-4,

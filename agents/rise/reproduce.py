@@ -161,6 +161,14 @@ class ReproductionSettings:
             "training (rise_gym.envs.retry_prompts.OOD_RETRY_PROMPTS), one row each."
         ),
     )
+    feedback_rows: bool = field(
+        default=False,
+        metadata=_help(
+            "Also evaluate the boosted and the trained model with the math environments' "
+            "answer feedback ('Your answer X is incorrect.' before each retry prompt), one "
+            "row each: RISE with and without environment feedback."
+        ),
+    )
     seed: int = field(default=0, metadata=_help("Seed of everything."))
     output: Path = field(default=Path("runs/reproduce"), metadata=_help("Output folder."))
 
@@ -494,6 +502,21 @@ def run_reproduction(
             )
         if boosted:
             score_parallel(f"boost: parallel k={k}", boost_adapter, "boost-parallel")
+        if settings.feedback_rows:
+            with_feedback = {"feedback": "answer"}
+            if boosted:
+                score(
+                    "boost: sequential, answer feedback",
+                    SequentialRetry(rise.llm, greedy, adapter=boost_adapter, name=rise.name),
+                    "boost-feedback-answer",
+                    env_kwargs=with_feedback,
+                )
+            score(
+                "RISE: sequential, answer feedback",
+                rise,
+                f"{config.output_dir.name}-feedback-answer",
+                env_kwargs=with_feedback,
+            )
     finally:
         rise.llm.close()  # the base model's back end, or the trained model's (full fine-tuning)
     return write_so_far()
