@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import ray
-from ray import cloudpickle
+from ray import ObjectRefGenerator, cloudpickle
 from ray.exceptions import ObjectLostError, RayActorError
 from tqdm.auto import tqdm
 
@@ -81,13 +81,20 @@ def run_ray(
     pending = plan.pending
     if not pending:
         return [plan.finished[index] for index in plan.indices]
-    recipe = portable(plan)
+    recipe = _portable(plan)
     if not ray.is_initialized():
         ray.init(address=address)
     gpus = int(ray.cluster_resources().get("GPU", 0))
     actors = min(len(pending), gpus or max(1, int(ray.cluster_resources().get("CPU", 1))))
-    resources = {"num_gpus": 1} if gpus else {"num_cpus": 1}
-    worker_class = ray.remote(**resources)(_ShardWorker)
+    worker_class = ray.remote(num_cpus=1, num_gpus=1 if gpus else 0)(_ShardWorker)
+
+    def start(indices: list[int]) -> None:
+        worker: Any = worker_class.remote(recipe)
+        stream = worker.play.remote(indices, batch_size=batch_size, engine=engine)
+        running[stream] = _Shard(worker, indices, stream)
+
+    running: dict[ObjectRefGenerator, _Shard] = {}
+    attempts = dict.fromkeys(pending, 0)
     bar = tqdm(
         total=len(plan.indices),
         initial=len(plan.indices) - len(pending),
@@ -95,28 +102,20 @@ def run_ray(
         desc=f"{plan.agent.name} on {plan.env_id} (ray, {actors} actors)",
         unit="episode",
     )
-    attempts = dict.fromkeys(pending, 0)
-    running: dict[Any, _Shard] = {}
-
-    def start(indices: list[int]) -> None:
-        worker = worker_class.remote(recipe)
-        stream = worker.play.remote(indices, batch_size=batch_size, engine=engine)
-        running[stream] = _Shard(worker, indices)
-
     try:
         for number in range(actors):
             start(pending[number::actors])
         while running:
-            [stream], _ = ray.wait(list(running), num_returns=1)
-            shard = running[stream]
+            [ready], _ = ray.wait(list(running), num_returns=1)
+            shard = running[ready]
             try:
-                record = ray.get(next(stream))
+                record: EpisodeRecord = ray.get(next(shard.stream))
             except StopIteration:
-                del running[stream]
+                del running[ready]
                 ray.kill(shard.worker)
                 continue
             except (RayActorError, ObjectLostError) as error:
-                del running[stream]
+                del running[ready]
                 ray.kill(shard.worker)
                 left = [index for index in shard.indices if index not in plan.finished]
                 _check_attempts(left, attempts, error)
@@ -136,7 +135,7 @@ def run_ray(
     return [plan.finished[index] for index in plan.indices]
 
 
-def portable(plan: Rollout) -> bytes:
+def _portable(plan: Rollout) -> bytes:
     """``plan`` without its episodes, pickled for the actors: each `LazyLLM` as its recipe.
 
     Raises:
@@ -156,10 +155,11 @@ def portable(plan: Rollout) -> bytes:
 
 @dataclass
 class _Shard:
-    """An actor and the problems it was given."""
+    """An actor, the problems it was given and the stream of their records."""
 
     worker: Any
     indices: list[int]
+    stream: ObjectRefGenerator
 
 
 class _AgentPickler(cloudpickle.CloudPickler):
