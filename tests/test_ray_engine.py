@@ -192,3 +192,8 @@ def test_leaderboard_on_ray_writes_the_episodes_of_one_process(cluster, tiny_mod
     name = f"episodes/self-refine--{ENV}.jsonl"
     expected = read_records(here.run_folder() / name)
     assert _outcomes(read_records(distributed.run_folder() / name)) == _outcomes(expected)
+
+
+def test_an_empty_ray_address_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="ray_address is empty; pass 'auto'"):
+        LeaderboardConfig(ray_address=" ")
