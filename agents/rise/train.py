@@ -308,8 +308,7 @@ def _derived_arguments(config: TrainingConfig, folder: Path, bf16: bool) -> dict
         max_grad_norm=config.max_grad_norm,
         bf16=bf16,
         use_cpu=_cpu_only(),  # transformers needs it for bf16 and for several processes on CPU
-        activation_checkpointing=config.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False},
+        **_checkpointing_arguments(config.gradient_checkpointing),
         logging_steps=config.logging_steps,
         save_strategy="steps",
         save_steps=config.save_steps,
@@ -319,6 +318,21 @@ def _derived_arguments(config: TrainingConfig, folder: Path, bf16: bool) -> dict
         remove_unused_columns=False,
         dataloader_pin_memory=torch.cuda.is_available(),
     )
+
+
+def _checkpointing_arguments(enabled: bool) -> dict[str, Any]:
+    """Activation checkpointing under the name this transformers gives it.
+
+    transformers 5.23 renamed ``gradient_checkpointing(_kwargs)`` to
+    ``activation_checkpointing(_kwargs)`` (the old names stay as deprecated aliases); the
+    vLLM releases cap transformers below 5.23, so both kinds of TrainingArguments occur.
+    """
+    names = {f.name for f in fields(TrainingArguments)}
+    prefix = "activation" if "activation_checkpointing" in names else "gradient"
+    return {
+        f"{prefix}_checkpointing": enabled,
+        f"{prefix}_checkpointing_kwargs": {"use_reentrant": False},
+    }
 
 
 def _check_training_arguments(config: TrainingConfig) -> None:
