@@ -32,8 +32,6 @@ from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
-from tqdm.auto import tqdm
-
 from agents.base import Action, Agent, as_action
 from agents.llm.factory import LazyLLM
 from agents.llm.servers import check_adapter_name, check_served_adapter, served_models, session
@@ -82,13 +80,7 @@ def run_async(
     waiting = deque(plan.pending)
     if waiting:
         check_agent(plan.agent)
-    bar = tqdm(
-        total=len(plan.indices),
-        initial=len(plan.indices) - len(waiting),
-        disable=not progress,
-        desc=f"{plan.agent.name} on {plan.env_id} (async)",
-        unit="episode",
-    )
+    bar = plan.episode_bar(len(waiting), "async", progress=progress)
     run_id = uuid.uuid4().hex[:12]
     in_flight: dict[Future[tuple[list[Action | str], float]], _Episode] = {}
     pool = ThreadPoolExecutor(max_workers=min(limit, len(waiting)) or 1)

@@ -161,6 +161,20 @@ class Rollout:
         """The problems still to play."""
         return [index for index in self.indices if index not in self.finished]
 
+    def episode_bar(self, pending: int, engine: str, *, progress: bool = True) -> tqdm:
+        """A progress bar counting episodes, ``pending`` of them still to play.
+
+        Engines that finish episodes out of order (async, Ray) count episodes; the
+        batched engine counts turns.
+        """
+        return tqdm(
+            total=len(self.indices),
+            initial=len(self.indices) - pending,
+            disable=not progress,
+            desc=f"{self.agent.name} on {self.env_id} ({engine})",
+            unit="episode",
+        )
+
     def run(
         self, *, batch_size: int | None = None, progress: bool = True, engine: str = "batched"
     ) -> list[EpisodeRecord]:
