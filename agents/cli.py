@@ -277,11 +277,14 @@ def _eval(args: argparse.Namespace) -> int:
             settings=config.episode_settings(),
         )
         stopping = config.load_stopping_policy()
-        if plan.pending:
+        if plan.pending and config.ray_address is None:  # Ray's actors load their own
             llm.load()
     try:
         evaluation = run_evaluation(
-            plan, batch_size=config.batch_size, progress=not args.no_progress
+            plan,
+            batch_size=config.batch_size,
+            progress=not args.no_progress,
+            ray_address=config.ray_address,
         )
     finally:
         llm.close()

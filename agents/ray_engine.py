@@ -39,7 +39,6 @@ from typing import Any
 import ray
 from ray import ObjectRefGenerator, cloudpickle
 from ray.exceptions import ObjectLostError, RayActorError
-from tqdm.auto import tqdm
 
 from agents.async_rollout import _IN_PROCESS
 from agents.llm.factory import LazyLLM
@@ -95,13 +94,7 @@ def run_ray(
 
     running: dict[ObjectRefGenerator, _Shard] = {}
     attempts = dict.fromkeys(pending, 0)
-    bar = tqdm(
-        total=len(plan.indices),
-        initial=len(plan.indices) - len(pending),
-        disable=not progress,
-        desc=f"{plan.agent.name} on {plan.env_id} (ray, {actors} actors)",
-        unit="episode",
-    )
+    bar = plan.episode_bar(len(pending), f"ray, {actors} actors", progress=progress)
     try:
         for number in range(actors):
             start(pending[number::actors])

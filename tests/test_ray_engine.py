@@ -197,3 +197,20 @@ def test_leaderboard_on_ray_writes_the_episodes_of_one_process(cluster, tiny_mod
 def test_an_empty_ray_address_is_refused_with_the_choices():
     with pytest.raises(ValueError, match="ray_address is empty; pass 'auto'"):
         LeaderboardConfig(ray_address=" ")
+
+
+def test_the_eval_command_plays_on_ray_and_writes_the_episodes_of_one_process(
+    cluster, tiny_model_dir, tmp_path, capsys
+):
+    from agents.cli import main
+
+    def run(output: Path, *ray: str) -> list[Any]:
+        argv = ["eval", "--env", ENV, "--agent", "sequential", "--model", str(tiny_model_dir)]
+        argv += ["--num-problems", "2", "--max-turns", "2", "--max-new-tokens", "8"]
+        assert main([*argv, "--output", str(output), "--no-progress", *ray]) == 0
+        return read_records(output)
+
+    here = run(tmp_path / "here.jsonl")
+    distributed = run(tmp_path / "ray.jsonl", "--ray-address", "local")
+    assert _outcomes(distributed) == _outcomes(here)
+    assert "sequential" in capsys.readouterr().out  # the table of the Ray run
