@@ -313,7 +313,8 @@ def _cache_keyword(model: PreTrainedModel) -> str:
     ``cache`` since transformers deprecated ``past_key_values`` (it warns on every call
     and removes it in 5.40); ``past_key_values`` in releases before that.
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    get_base_model = getattr(model, "get_base_model", None)  # a PEFT model wraps the LM
+    base = get_base_model() if callable(get_base_model) else model
     return (
         "cache"
         if "cache" in inspect.signature(type(base).forward).parameters
