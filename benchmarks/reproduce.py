@@ -106,6 +106,7 @@ OPTIONS = (
     "expert",
     "num_samples",
     "sample_temperature",
+    "relabel_context",
     "rollout_temperature",
     "collect_stop_on_correct",
     "data_shape",

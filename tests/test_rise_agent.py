@@ -199,3 +199,42 @@ def test_an_output_dir_of_other_settings_is_refused(tmp_path):
         collecting_agent(tmp_path, num_samples=5)._claim_output_dir(ENV, ENV_KWARGS)
     with pytest.raises(ValueError, match=r"env_kwargs.difficulty"):
         collecting_agent(tmp_path)._claim_output_dir(ENV, {**ENV_KWARGS, "difficulty": 2})
+
+
+class RecordingExpert(ArithmeticExpert):
+    """The scripted expert, keeping every conversation it was asked to answer."""
+
+    def __init__(self):
+        self.asked = []
+
+    def generate(self, conversations, params, *, adapter=None):
+        self.asked += conversations
+        return super().generate(conversations, params, adapter=adapter)
+
+
+def test_problem_context_samples_each_problem_once_from_its_opening_prompt(tmp_path):
+    config = RISEConfig(
+        boost=False,
+        max_turns=3,
+        train_problems=4,
+        num_samples=2,
+        max_new_tokens=64,
+        improvement="expert",
+        relabel_context="problem",
+        output_dir=tmp_path / "run",
+    )
+    expert = RecordingExpert()
+    agent = RISEAgent(ArithmeticExpert(), "unused-base-model", config, expert=expert)
+    states = agent._collect(ENV, ENV_KWARGS, tmp_path / "a", seed=1)
+    openings = {s.problem_id: s.conversation for s in states if s.turn == 1}
+    assert len(expert.asked) == len(openings) == 4
+    assert sorted(map(str, expert.asked)) == sorted(map(str, openings.values()))
+    later = [s for s in states if s.turn > 1]
+    assert later and all(s.improved and s.improved.reward == 1.0 for s in later)
+    solve = ArithmeticExpert().answer
+    assert all(s.improved.response == solve(s.conversation[0]["content"]) for s in later)
+
+
+def test_unknown_relabel_context_is_refused():
+    with pytest.raises(ValueError, match="relabel_context must be one of"):
+        RISEConfig(relabel_context="history")

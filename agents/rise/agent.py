@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from functools import partial
+from itertools import takewhile
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from agents.rise.train import TrainingConfig, train_rwr
 from agents.rollout import rollout
 from agents.sequential import SequentialRetry
 from rise_gym.envs.base import MultiTurnEnv
+from rise_gym.spaces import Conversation
 
 logger = logging.getLogger(__name__)
 
@@ -222,14 +224,19 @@ class RISEAgent(SequentialRetry):
         return states
 
     def _relabel(self, states: Sequence[VisitedState], env: MultiTurnEnv, seed: int) -> None:
-        """Draw ``num_samples`` actions at every distinct state and keep the best.
+        """Draw ``num_samples`` actions per distinct context and keep the best.
 
-        One batched call; states repeated verbatim (a model repeating its answer) share
-        one draw.
+        The context is the state itself or, with ``relabel_context="problem"``, the
+        problem's opening prompt. One batched call; states with the same context (a
+        model repeating its answer, or every state of a problem) share one draw.
         """
         groups: dict[str, list[VisitedState]] = {}
+        contexts: dict[str, Conversation] = {}
         for state in states:
-            groups.setdefault(json.dumps(state.conversation, sort_keys=True), []).append(state)
+            context = self._relabel_context(state)
+            key = json.dumps(context, sort_keys=True)
+            groups.setdefault(key, []).append(state)
+            contexts.setdefault(key, context)
         if not groups:
             return
         improver = self.expert or self.collector or self.llm
@@ -240,13 +247,22 @@ class RISEAgent(SequentialRetry):
             seed=seed,
         )
         adapter = None if (self.expert or self.collector) else self.adapter
-        distinct = [group[0].conversation for group in groups.values()]
-        generations = improver.generate(distinct, params, adapter=adapter)
+        generations = improver.generate(list(contexts.values()), params, adapter=adapter)
         for group, generation in zip(groups.values(), generations):
             problem = env.problems[group[0].index]
             best = pick_best(generation.texts, partial(env.grade, problem=problem))
             for state in group:
                 state.improved = best
+
+    def _relabel_context(self, state: VisitedState) -> Conversation:
+        """The conversation the improver answers for ``state`` (see `_relabel`).
+
+        The environment keeps the opening prompt at the top of every state, so the
+        messages before the first answer are the problem as first posed.
+        """
+        if self.config.relabel_context == "state":
+            return state.conversation
+        return list(takewhile(lambda message: message["role"] != "assistant", state.conversation))
 
     def _weighted_examples(self, states: Sequence[VisitedState]) -> list[WeightedExample]:
         """The actions the data filter keeps, once each, weighted by ``exp(reward / tau)``."""

@@ -10,6 +10,9 @@ from agents.rise.relabel import DATA_FILTERS
 DATA_SHAPES = ("all_turns", "second_turn", "first_turn")
 """Which visited states are relabelled (see `RISEConfig.data_shape`)."""
 
+RELABEL_CONTEXTS = ("state", "problem")
+"""What the improver sees when it drafts improved actions (see `RISEConfig.relabel_context`)."""
+
 
 def _help(text: str) -> dict[str, str]:
     return {"help": text}
@@ -47,6 +50,16 @@ class RISEConfig:
     )
     sample_temperature: float = field(
         default=0.7, metadata=_help("Temperature of the relabelling samples.")
+    )
+    relabel_context: str = field(
+        default="state",
+        metadata=_help(
+            "What the improver samples from: 'state' (the paper's: the visited state, "
+            "earlier attempts included) or 'problem' (the opening prompt alone, one draw "
+            "per problem; the best sample becomes the improved action at every state of "
+            "that problem). A small learner resamples the answer it was told is wrong; "
+            "'problem' frees its samples from that anchor."
+        ),
     )
     max_new_tokens: int = field(default=256, metadata=_help("Tokens generated per response."))
     tau: float = field(default=0.4, metadata=_help("RWR temperature: weight = exp(r / tau)."))
@@ -133,6 +146,11 @@ class RISEConfig:
             )
         if self.data_shape == "second_turn" and self.max_turns < 2:
             raise ValueError("data_shape='second_turn' needs max_turns >= 2")
+        if self.relabel_context not in RELABEL_CONTEXTS:
+            raise ValueError(
+                f"relabel_context must be one of {list(RELABEL_CONTEXTS)}, "
+                f"got {self.relabel_context!r}"
+            )
         if self.tau <= 0:
             raise ValueError(f"tau must be > 0 (the paper uses 0.4), got {self.tau}")
         if self.sample_temperature <= 0 and self.num_samples > 1:

@@ -38,7 +38,7 @@ from agents.llm.base import LLM, SamplingParams
 from agents.llm.default_model import DEFAULT_MODEL, resolve_model
 from agents.llm.factory import DTYPES, make_llm
 from agents.rise.agent import RISEAgent
-from agents.rise.config import DATA_SHAPES, RISEConfig
+from agents.rise.config import DATA_SHAPES, RELABEL_CONTEXTS, RISEConfig
 from agents.rise.experts import make_expert
 from agents.rise.relabel import DATA_FILTERS
 from agents.rise.train import TrainingConfig, bf16_for_dtype
@@ -114,6 +114,7 @@ class ReproductionSettings:
     )
     num_samples: int = _as_in_rise_config("num_samples")
     sample_temperature: float = _as_in_rise_config("sample_temperature")
+    relabel_context: str = _as_in_rise_config("relabel_context", choices=RELABEL_CONTEXTS)
     collect_stop_on_correct: bool = _as_in_rise_config("collect_stop_on_correct")
     data_shape: str = _as_in_rise_config("data_shape", choices=DATA_SHAPES)
     drop_unimproved: bool = _as_in_rise_config("drop_unimproved")
@@ -194,12 +195,14 @@ class ReproductionSettings:
     def run_name(self) -> str:
         """The RISE configuration's name in file names.
 
-        ``self`` or ``expert-NAME``, then the data shape and filter where they are not
-        the defaults, and ``no-boost``: e.g. ``self-first_turn-success`` (Classic SFT).
+        ``self`` or ``expert-NAME``, then ``problem_context`` (relabelling samples drawn
+        from the problem alone), the data shape and filter where they are not the
+        defaults, and ``no-boost``: e.g. ``self-first_turn-success`` (Classic SFT).
         Other settings are checked by `RISEAgent`, which refuses a folder of a run with
         other settings.
         """
         parts = ["self" if self.improvement == "self" else f"expert-{Path(self.expert).name}"]
+        parts += ["problem_context"] if self.relabel_context == "problem" else []
         parts += [self.data_shape] if self.data_shape != "all_turns" else []
         parts += [self.data_filter] if self.data_filter != "all" else []
         parts += [] if self.boost else ["no-boost"]
@@ -209,7 +212,8 @@ class ReproductionSettings:
     def improvement_label(self) -> str:
         """How the training data was obtained, as the table says it."""
         if self.improvement == "self":
-            source = f"self-distillation (best of {self.num_samples} samples of the learner)"
+            drawn = ", drawn from the problem alone" if self.relabel_context == "problem" else ""
+            source = f"self-distillation (best of {self.num_samples} samples of the learner{drawn})"
         else:
             source = f"distillation from an oracle-quality expert ({self.expert})"
         if self.data_shape == "first_turn":
@@ -228,6 +232,7 @@ class ReproductionSettings:
             improvement=self.improvement,
             num_samples=self.num_samples,
             sample_temperature=self.sample_temperature,
+            relabel_context=self.relabel_context,
             collect_stop_on_correct=self.collect_stop_on_correct,
             data_shape=self.data_shape,
             drop_unimproved=self.drop_unimproved,
