@@ -108,6 +108,15 @@ def test_gradient_checkpointing_reaches_the_training_arguments(tmp_path: Path) -
     assert args.gradient_checkpointing_kwargs == {"use_reentrant": False}
 
 
+@pytest.mark.parametrize("name", ["gradient_checkpointing", "activation_checkpointing_kwargs"])
+def test_checkpointing_passed_as_a_training_argument_is_refused(name: str) -> None:
+    """Either transformers spelling would be overridden by TrainingConfig's own field."""
+    with pytest.raises(ValueError, match="TrainingConfig.gradient_checkpointing"):
+        TrainingConfig(training_arguments={name: True})
+    routed = TrainingConfig.from_settings({"gradient_checkpointing": True})
+    assert routed.gradient_checkpointing and not routed.training_arguments
+
+
 def test_the_ddp_config_trains_two_cpu_processes_like_one(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:

@@ -335,11 +335,26 @@ def _checkpointing_arguments(enabled: bool) -> dict[str, Any]:
     }
 
 
+_CHECKPOINTING_NAMES = {
+    f"{prefix}_checkpointing{suffix}"
+    for prefix in ("gradient", "activation")
+    for suffix in ("", "_kwargs")
+}
+"""Both transformers spellings of activation checkpointing: `TrainingConfig` sets them."""
+
+
 def _check_training_arguments(config: TrainingConfig) -> None:
     """Refuse names that are no TrainingArguments field, or that a config field sets."""
     valid = {f.name for f in fields(TrainingArguments)}
     derived = set(_derived_arguments(config, Path("."), bf16=False))
     for name in config.training_arguments:
+        if name in _CHECKPOINTING_NAMES:
+            raise ValueError(
+                f"TrainingArguments.{name} is set from TrainingConfig.gradient_checkpointing "
+                "under the name this transformers uses; set that field instead "
+                "(TrainingConfig(gradient_checkpointing=True); command line: "
+                "--training-arg gradient_checkpointing=true)"
+            )
         if name not in valid:
             close = difflib.get_close_matches(
                 name, valid | {f.name for f in fields(TrainingConfig)}
