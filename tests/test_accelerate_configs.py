@@ -137,3 +137,24 @@ def test_the_ddp_config_trains_two_cpu_processes_like_one(
     assert parallel.keys() == single.keys()
     for name, weights in single.items():
         torch.testing.assert_close(parallel[name], weights, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_rise_learn_under_a_two_process_launch_collects_and_evaluates_once(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Every process trains; only the main one rolls out and evaluates, the other reads."""
+    launch = [sys.executable, "-m", "accelerate.commands.launch"]
+    options = ["--config_file", str(CONFIGS / "ddp.yaml"), "--num_processes", "2"]
+    script = Path(__file__).with_name("rise_learn_launched.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    command = [*launch, *options, str(script), str(tiny_model_dir), str(tmp_path)]
+    subprocess.run(command, check=True, env=env, cwd=ROOT, capture_output=True, timeout=300)
+
+    folder = tmp_path / "run" / "iteration-1"
+    for name in ("rollouts.jsonl", "eval.jsonl"):
+        episodes = [json.loads(line) for line in (folder / name).read_text().splitlines()]
+        assert len(episodes) == 3 and len({e["problem_id"] for e in episodes}) == 3, name
+    assert len((folder / "states.jsonl").read_text().splitlines()) == 3 * 2
+    histories = [json.loads((tmp_path / f"history-{rank}.json").read_text()) for rank in (0, 1)]
+    assert histories[0] == histories[1] and "m1@t2" in histories[0][0]
+    assert (folder / "model" / "adapter_model.safetensors").exists()

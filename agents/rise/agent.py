@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from functools import partial
 from itertools import takewhile
@@ -27,7 +29,7 @@ from agents.rise.relabel import (
     training_actions,
 )
 from agents.rise.rwr import rwr_weight
-from agents.rise.train import TrainingConfig, train_rwr
+from agents.rise.train import TrainingConfig, cpu_only, train_rwr
 from agents.rollout import rollout
 from agents.sequential import SequentialRetry
 from rise_gym.envs.base import MultiTurnEnv
@@ -50,6 +52,10 @@ class RISEAgent(SequentialRetry):
     model on the boost examples and on the examples of all iterations so far (each
     identical state-action pair once). Iteration ``i`` rolls out with seed
     ``config.seed + i``, so each iteration draws its own sample of training problems.
+
+    Started by ``accelerate launch`` (or torchrun) on several processes, every process
+    trains (data parallel); the main process alone rolls out, relabels and evaluates,
+    and the others read its files (`main_process_first`).
     """
 
     name = "rise"
@@ -112,7 +118,8 @@ class RISEAgent(SequentialRetry):
             The agent itself, now answering with the last iteration's adapter.
         """
         env_kwargs = dict(env_kwargs or {})
-        self._claim_output_dir(env_id, env_kwargs)
+        with main_process_first():
+            self._claim_output_dir(env_id, env_kwargs)
         boost_examples: list[WeightedExample] = []
         if self.config.boost:
             boost_dir = self.config.boost_dir or self.config.output_dir / "boost"
@@ -122,7 +129,9 @@ class RISEAgent(SequentialRetry):
         states: list[VisitedState] = []
         for iteration in range(1, self.config.iterations + 1):
             folder = self.config.output_dir / f"iteration-{iteration}"
-            states += self._collect(env_id, env_kwargs, folder, seed=self.config.seed + iteration)
+            with main_process_first():
+                seed = self.config.seed + iteration
+                states += self._collect(env_id, env_kwargs, folder, seed=seed)
             self._train(boost_examples + self._weighted_examples(states), folder)
             self._evaluate(env_id, env_kwargs, folder)
         return self
@@ -292,21 +301,23 @@ class RISEAgent(SequentialRetry):
 
     def _evaluate(self, env_id: str, env_kwargs: dict[str, Any], folder: Path) -> None:
         """Held-out metrics of the current adapter, saved as ``metrics.json``."""
-        evaluation = evaluate(
-            env_id,
-            SequentialRetry(self.llm, self.params, adapter=self.adapter, name=self.name),
-            num_problems=self.config.eval_problems,
-            max_turns=self.config.max_turns,
-            seed=self.config.seed,
-            env_kwargs={
-                **env_kwargs,
-                "split": "test",
-                "history_window": self.config.history_window,
-            },
-            output=folder / "eval.jsonl",
-        )
+        with main_process_first() as main:
+            evaluation = evaluate(
+                env_id,
+                SequentialRetry(self.llm, self.params, adapter=self.adapter, name=self.name),
+                num_problems=self.config.eval_problems,
+                max_turns=self.config.max_turns,
+                seed=self.config.seed,
+                env_kwargs={
+                    **env_kwargs,
+                    "split": "test",
+                    "history_window": self.config.history_window,
+                },
+                output=folder / "eval.jsonl",
+            )
         summary = {name: estimate.value for name, estimate in evaluation.metrics.items()}
-        (folder / "metrics.json").write_text(json.dumps(summary, indent=2))
+        if main:
+            (folder / "metrics.json").write_text(json.dumps(summary, indent=2))
         self.history.append({"folder": str(folder), **summary})
         logger.info("%s: %s", folder, summary)
 
@@ -316,6 +327,26 @@ class RISEAgent(SequentialRetry):
         env = gym.make(env_id, **{**env_kwargs, "split": split}).unwrapped
         assert isinstance(env, MultiTurnEnv)
         return env
+
+
+@contextmanager
+def main_process_first() -> Iterator[bool]:
+    """Run the block on the main process, then on the others; yield whether this is main.
+
+    Under ``accelerate launch`` or torchrun (``WORLD_SIZE`` > 1) every process runs
+    `RISEAgent.learn`, and training is shared. Collection and evaluation are not: they
+    write files that every step resumes from, so the main process does the work and
+    writes them first, and the other processes then find the work done and read its
+    files. In one process the block just runs.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        yield True
+        return
+    from accelerate import PartialState
+
+    state = PartialState(cpu=cpu_only())  # as the Trainer will: gloo on CPU
+    with state.main_process_first():
+        yield state.is_main_process
 
 
 def _changed_keys(before: dict[str, Any], after: dict[str, Any], prefix: str = "") -> set[str]:

@@ -307,7 +307,7 @@ def _derived_arguments(config: TrainingConfig, folder: Path, bf16: bool) -> dict
         weight_decay=config.weight_decay,
         max_grad_norm=config.max_grad_norm,
         bf16=bf16,
-        use_cpu=_cpu_only(),  # transformers needs it for bf16 and for several processes on CPU
+        use_cpu=cpu_only(),  # transformers needs it for bf16 and for several processes on CPU
         **_checkpointing_arguments(config.gradient_checkpointing),
         logging_steps=config.logging_steps,
         save_strategy="steps",
@@ -400,6 +400,6 @@ def _bf16_supported() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
-def _cpu_only() -> bool:
+def cpu_only() -> bool:
     """Whether no accelerator is present (no CUDA GPU, no Apple MPS)."""
     return not (torch.cuda.is_available() or torch.backends.mps.is_available())
