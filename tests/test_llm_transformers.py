@@ -385,3 +385,17 @@ def test_mean_logprob_is_the_raw_model_log_probability(
         logits = default_llm.model(torch.tensor([prompt + answer])).logits[0, len(prompt) - 1 : -1]
     expected = logits.log_softmax(-1).gather(1, torch.tensor(answer)[:, None]).mean()
     assert completion.mean_logprob == pytest.approx(float(expected), abs=1e-3)
+
+
+def test_each_launched_process_generates_on_its_own_gpu(monkeypatch):
+    """Under accelerate/torchrun, LOCAL_RANK picks the GPU; no GPU keeps the CPU."""
+    from agents.llm import transformers_backend
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert transformers_backend._default_device() == "cuda:3"
+    monkeypatch.delenv("LOCAL_RANK")
+    assert transformers_backend._default_device() == "cuda:0"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert transformers_backend._default_device() == "cpu"

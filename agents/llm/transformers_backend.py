@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -69,7 +70,9 @@ class TransformersLLM(LLM):
         Args:
             model: None for the offline default model (SmolLM2-135M-Instruct), a local
                 model folder, or a Hugging Face hub id; see `resolve_model`.
-            device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; None picks CUDA when present.
+            device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; None picks CUDA when present:
+                the GPU of this process's ``LOCAL_RANK`` under a multi-process launch
+                (accelerate, torchrun), else the first.
             dtype: ``"auto"`` (float32 on CPU; bfloat16 on a GPU that supports it, else
                 float16), ``"float32"``, ``"bfloat16"`` or ``"float16"``. On a CPU with
                 AVX512-BF16 or AMX, bfloat16 generates about 2.2 times faster
@@ -91,7 +94,7 @@ class TransformersLLM(LLM):
         if prefix_cache_bytes < 0:
             raise ValueError(f"prefix_cache_bytes must be >= 0, got {prefix_cache_bytes}")
         path = resolve_model(model)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = torch.device(device or _default_device())
         torch_dtype = _torch_dtype(dtype, self.device)
         self.tokenizer = _load(AutoTokenizer, path, padding_side="left")
         self.model = _load(AutoModelForCausalLM, path, dtype=torch_dtype, device_map=self.device)
@@ -262,6 +265,13 @@ def _load(auto_class: Any, path: str, **kwargs: Any) -> Any:
 def _first_line(error: BaseException) -> str:
     """The first line of an error's message (libraries append long advice)."""
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _default_device() -> str:
+    """CUDA when present (the launcher's ``LOCAL_RANK`` picks the GPU), else the CPU."""
+    if not torch.cuda.is_available():
+        return "cpu"
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
 
 
 def _torch_dtype(dtype: str, device: torch.device) -> torch.dtype:
