@@ -6,7 +6,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -23,6 +23,8 @@ from rise_gym.records import (
     resume_records,
 )
 from rise_gym.spaces import Conversation
+
+T = TypeVar("T")
 
 
 def rollout(
@@ -185,32 +187,7 @@ class Rollout:
             return run_async(self, max_in_flight=batch_size, progress=progress)
         if engine != "batched":
             raise ValueError(f"engine must be 'batched' or 'async', got {engine!r}")
-        pending = self.pending
-        live = [self._start(index) for index in pending]
-        max_turns = live[0].env.max_turns if live else 1
-        # the bar counts turns (one answer each), so it moves after every batched call;
-        # an episode that ends early counts its remaining turns as done
-        bar = tqdm(
-            total=len(self.indices) * max_turns,
-            initial=(len(self.indices) - len(pending)) * max_turns,
-            disable=not progress,
-            desc=f"{self.agent.name} on {self.env_id}",
-            unit="turn",
-        )
-        bar.set_postfix_str(f"{len(self.indices) - len(pending)}/{len(self.indices)} episodes")
-        while live:
-            for chunk in _chunks(live, batch_size or len(live)):
-                _play_turn(chunk, self.agent)
-                bar.update(len(chunk))
-                for episode in (e for e in chunk if e.done):
-                    self.finished[episode.record.index] = episode.record
-                    if self.output:
-                        append_record(self.output, episode.record)
-                    bar.update(max(0, max_turns - len(episode.record.turns)))
-                done = len(self.finished)
-                bar.set_postfix_str(f"{done}/{len(self.indices)} episodes", refresh=False)
-            live = [episode for episode in live if not episode.done]
-        bar.close()
+        play_batched([self], batch_size=batch_size, progress=progress)
         return [self.finished[index] for index in self.indices]
 
     def _start(self, index: int) -> _Episode:
@@ -234,6 +211,61 @@ class _Episode:
     observation: Conversation
     record: EpisodeRecord
     done: bool = False
+
+
+def play_batched(
+    rollouts: Sequence[Rollout], *, batch_size: int | None = None, progress: bool = True
+) -> None:
+    """Play the pending episodes of rollouts that share one agent, in lock-step turns.
+
+    Every turn, the live episodes of all ``rollouts`` (several environments, say) go to
+    ``agent.act`` together, in chunks of ``batch_size`` (None: all at once): on a
+    back end that batches, fewer and fuller calls. Each finished episode is appended to
+    its own rollout's output as it ends.
+
+    Raises:
+        ValueError: The rollouts do not share one agent.
+    """
+    if not rollouts:
+        return
+    agent = rollouts[0].agent
+    if any(r.agent is not agent for r in rollouts):
+        raise ValueError("play_batched plays rollouts of one agent; group them by agent")
+    live = [(r, r._start(index)) for r in rollouts for index in r.pending]
+    if not live:
+        return
+    # the bar counts turns (one answer each), so it moves after every batched call; an
+    # episode that ends early counts its remaining turns as done
+    turns = {id(r): 1 for r in rollouts}  # a rollout with nothing pending: done either way
+    turns.update({id(r): episode.env.max_turns for r, episode in live})
+    total = sum(len(r.indices) for r in rollouts)
+    envs = ", ".join(dict.fromkeys(r.env_id for r in rollouts))
+    bar = tqdm(
+        total=sum(len(r.indices) * turns[id(r)] for r in rollouts),
+        initial=sum((len(r.indices) - len(r.pending)) * turns[id(r)] for r in rollouts),
+        disable=not progress,
+        desc=f"{agent.name} on {envs}",
+        unit="turn",
+    )
+
+    def show_episodes() -> None:
+        done = sum(len(r.finished) for r in rollouts)
+        bar.set_postfix_str(f"{done}/{total} episodes", refresh=False)
+
+    show_episodes()
+    while live:
+        for chunk in _chunks(live, batch_size or len(live)):
+            _play_turn([episode for _, episode in chunk], agent)
+            bar.update(len(chunk))
+            for rollout_, episode in chunk:
+                if episode.done:
+                    rollout_.finished[episode.record.index] = episode.record
+                    if rollout_.output:
+                        append_record(rollout_.output, episode.record)
+                    bar.update(max(0, turns[id(rollout_)] - len(episode.record.turns)))
+            show_episodes()
+        live = [(r, episode) for r, episode in live if not episode.done]
+    bar.close()
 
 
 def _make_env(env_id: str, env_kwargs: dict[str, Any]) -> MultiTurnEnv:
@@ -296,5 +328,5 @@ def _turn_record(env: MultiTurnEnv, action: Action, info: dict[str, Any]) -> Tur
     )
 
 
-def _chunks(items: Sequence[_Episode], size: int) -> list[Sequence[_Episode]]:
+def _chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
     return [items[start : start + size] for start in range(0, len(items), size)]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agents import Action, FunctionAgent, rollout
-from agents.rollout import plan_rollout
+from agents.rollout import plan_rollout, play_batched
 from rise_gym.envs.arithmetic import generate_problems
 from rise_gym.records import ResultsError, read_records
 
@@ -52,6 +52,39 @@ def test_one_batched_call_per_turn_and_records_every_turn():
         assert [t.correct for t in record.turns] == [False, True, True]
         assert record.turns[1].answer == problems[record.index].answer
         assert sum(t.generated_tokens for t in record.turns) == 15
+
+
+def test_rollouts_of_one_agent_share_each_turns_call_and_keep_their_own_files(tmp_path):
+    agent = CountingAgent()
+    levels = {1: 5, 2: 3}  # difficulty: episodes; two environments of different lengths
+    plans = [
+        plan_rollout(
+            ENV,
+            agent,
+            num_episodes=count,
+            env_kwargs={"difficulty": level, "max_turns": level + 1},
+            output=tmp_path / f"level-{level}.jsonl",
+        )
+        for level, count in levels.items()
+    ]
+    play_batched(plans, progress=False)
+    assert agent.batch_sizes == [8, 8, 3]  # level 1 ends after turn 2, level 2 after 3
+    for level, count in levels.items():
+        records = read_records(tmp_path / f"level-{level}.jsonl")
+        assert len(records) == count and {r.problem_id.split("/")[1] for r in records} == {
+            f"d{level}"
+        }
+        assert all(len(r.turns) == level + 1 for r in records)
+    again = plan_rollout(
+        ENV,
+        agent,
+        num_episodes=5,
+        env_kwargs={"difficulty": 1, "max_turns": 2},
+        output=tmp_path / "level-1.jsonl",
+    )
+    assert again.pending == []
+    with pytest.raises(ValueError, match="group them by agent"):
+        play_batched([plans[0], plan_rollout(ENV, CountingAgent(), num_episodes=1)])
 
 
 def test_oracle_mode_finishes_episodes_early_and_shrinks_the_batch():

@@ -14,24 +14,25 @@ from agents.leaderboard.plot import plot_accuracy
 from agents.leaderboard.report import Entry, Leaderboard
 from agents.leaderboard.roster import build_agent
 from agents.llm.factory import LazyLLM
+from agents.rollout import play_batched
 from rise_gym.records import ResultsError, differences, fingerprint, replace_file
 
 
 def run_leaderboard(config: LeaderboardConfig, *, progress: bool = True) -> Leaderboard:
     """Evaluate every agent on every environment and write the reports.
 
-    Agents run one after another; each plays all problems of an environment in one
-    batch per turn, or with ``config.ray_address`` on Ray actors that load their own
-    models (`agents.ray_engine`; this process then loads none). Everything lands in
-    ``config.run_folder()``: ``manifest.json``
-    (the settings), ``episodes/<agent>--<env>.jsonl`` (every episode, appended as it
-    finishes), ``leaderboard.md``, ``.csv``, ``.json`` (each with the `RunMetadata`:
-    model, back end, versions, date, commit) and ``accuracy.png``. Running
-    again with the same settings reuses every finished episode, and loads no model at
-    all when nothing is left to generate. A ``stopping_policy`` is scored on the
-    turn-by-turn agents' episodes; adding one later reuses the finished episodes.
-    Everything that can be checked (packages, environments, the server, the run
-    folder and every episodes file) is checked before any model loads.
+    Agents run one after another; each plays the problems of every environment together, one
+    batch per turn (`play_batched`), or with ``config.ray_address`` on Ray actors that load
+    their own models (`agents.ray_engine`; this process then loads none). Everything lands
+    in ``config.run_folder()``: ``manifest.json`` (the settings),
+    ``episodes/<agent>--<env>.jsonl`` (every episode, appended as it finishes),
+    ``leaderboard.md``, ``.csv``, ``.json`` (each with the `RunMetadata`: model, back end,
+    versions, date, commit) and ``accuracy.png``. Running again with the same settings
+    reuses every finished episode, and loads no model at all when nothing is left to
+    generate. A ``stopping_policy`` is scored on the turn-by-turn agents' episodes; adding
+    one later reuses the finished episodes. Everything that can be checked (packages,
+    environments, the server, the run folder and every episodes file) is checked before any
+    model loads.
 
     Args:
         config: What to evaluate.
@@ -75,6 +76,9 @@ def run_leaderboard(config: LeaderboardConfig, *, progress: bool = True) -> Lead
     try:
         if config.ray_address is None and any(plan.pending for plan in plans):
             llm.load()  # now, not inside the first cell's timed generation (Ray actors: theirs)
+            for kind in config.agents:  # each agent on all environments at once
+                same_agent = [plan for plan in plans if plan.agent is agents[kind]]
+                play_batched(same_agent, batch_size=config.batch_size, progress=progress)
         entries = [
             Entry.from_evaluation(
                 run_evaluation(
