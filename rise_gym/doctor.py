@@ -106,7 +106,7 @@ def _devices() -> list[str]:
         return ["torch is not installed (pip install 'rise-gym[llm]')"]
     import torch
 
-    cpu_bf16 = _cpu_has_bf16()
+    cpu_bf16 = cpu_has_native_bf16()
     lines = [
         f"cpu: {torch.get_num_threads()} threads; bfloat16 "
         + ("fast (AVX512-BF16 or AMX)" if cpu_bf16 else "emulated (slower than float32)")
@@ -121,7 +121,11 @@ def _devices() -> list[str]:
     return lines
 
 
-def _cpu_has_bf16() -> bool:
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX; Linux flags).
+
+    Elsewhere bfloat16 is emulated and slower than float32.
+    """
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
             flags = cpuinfo.read()

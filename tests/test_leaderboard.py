@@ -20,7 +20,14 @@ import agents.leaderboard.config as config_module
 import agents.leaderboard.metadata as metadata_module
 from agents.leaderboard import LeaderboardConfig, run_leaderboard
 from agents.leaderboard.metadata import RunMetadata, git_commit
-from agents.llm.base import LLM, Completion, Generation, MissingDependency, ModelNotFound
+from agents.llm.base import (
+    LLM,
+    Completion,
+    Generation,
+    MissingDependency,
+    ModelNotFound,
+    auto_dtype,
+)
 from agents.stopping import StoppingPolicy, evaluate_selection, train_stopping_policy
 from rise_gym import __version__
 from rise_gym.metrics import summarize
@@ -164,7 +171,7 @@ def test_every_report_gives_the_run_metadata(tmp_path, scripted):
         "served_model": None,
         "adapter": None,
         "backend": "transformers",
-        "dtype": "auto",
+        "dtype": auto_dtype(),  # what "auto" loads on this machine
         "rise_gym_version": __version__,
         "torch_version": importlib.metadata.version("torch"),
         "transformers_version": importlib.metadata.version("transformers"),
@@ -327,11 +334,13 @@ def test_run_folder_depends_on_settings_that_change_results_only(tmp_path):
             {"max_new_tokens": 9},
             {"model": "/models/other"},
             {"backend": "vllm"},
-            {"dtype": "bfloat16"},
+            {"dtype": "float32" if auto_dtype() == "bfloat16" else "bfloat16"},
             {"env_args": {"retry_prompt": "Again."}},
         )
     ]
     assert all(config.run_folder() == base.run_folder() for config in same)
+    # "auto" is recorded as what it loads: the same run as naming that dtype
+    assert make_config(tmp_path, dtype=auto_dtype()).run_folder() == base.run_folder()
     folders = {config.run_folder() for config in different}
     assert len(folders) == len(different) and base.run_folder() not in folders
     assert base.run_folder().name.startswith("SmolLM2-135M-Instruct-")

@@ -53,12 +53,12 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 @pytest.fixture(scope="module")
 def tiny_llm(tiny_model_dir: Path) -> TransformersLLM:
-    return TransformersLLM(str(tiny_model_dir), device="cpu")
+    return TransformersLLM(str(tiny_model_dir), device="cpu", dtype="float32")
 
 
 @pytest.fixture(scope="module")
 def default_llm(default_model_dir: Path) -> TransformersLLM:
-    return TransformersLLM(device="cpu")
+    return TransformersLLM(device="cpu", dtype="float32")
 
 
 def test_default_model_answers_offline(default_llm: TransformersLLM) -> None:
@@ -77,7 +77,9 @@ def test_batched_greedy_equals_one_by_one(tiny_llm: TransformersLLM, tiny_model_
     assert len(prompt_lengths) == len(CHATS)  # the batch really is left-padded
     batched = tiny_llm.generate(CHATS, GREEDY)
     one_by_one = [tiny_llm.generate([chat], GREEDY)[0] for chat in CHATS]
-    chunked = TransformersLLM(str(tiny_model_dir), max_batch_size=2).generate(CHATS, GREEDY)
+    chunked = TransformersLLM(str(tiny_model_dir), dtype="float32", max_batch_size=2).generate(
+        CHATS, GREEDY
+    )
     for runs in zip(batched, one_by_one, chunked, strict=True):
         texts = {run.completions[0].text for run in runs}
         assert len(texts) == 1 and texts != {""}
@@ -99,7 +101,7 @@ def test_n_samples_per_conversation(tiny_llm: TransformersLLM) -> None:
 def test_n_samples_share_one_prompt_pass_and_equal_repeated_prompts(
     tiny_model_dir: Path,
 ) -> None:
-    llm = TransformersLLM(str(tiny_model_dir), device="cpu", prefix_cache_bytes=0)
+    llm = TransformersLLM(str(tiny_model_dir), device="cpu", dtype="float32", prefix_cache_bytes=0)
     prompt_rows: list[int] = []
     forward = llm.model.forward
 
@@ -165,8 +167,8 @@ def test_stop_strings_cut_the_completion(tiny_llm: TransformersLLM) -> None:
 def test_later_turns_reuse_cached_prefixes_without_changing_answers(
     tiny_model_dir: Path,
 ) -> None:
-    cached = TransformersLLM(str(tiny_model_dir))
-    uncached = TransformersLLM(str(tiny_model_dir), prefix_cache_bytes=0)
+    cached = TransformersLLM(str(tiny_model_dir), dtype="float32")
+    uncached = TransformersLLM(str(tiny_model_dir), dtype="float32", prefix_cache_bytes=0)
     computed_widths: list[int] = []  # tokens per row of each forward pass with the cache
 
     def record_width(module: object, args: tuple, kwargs: dict) -> None:
@@ -215,7 +217,7 @@ def test_prefix_cache_matches_by_adapter_and_evicts_oldest_first() -> None:
 
 
 def test_lora_adapters_load_once_switch_and_reload(tiny_model_dir: Path, tmp_path: Path) -> None:
-    llm = TransformersLLM(str(tiny_model_dir))
+    llm = TransformersLLM(str(tiny_model_dir), dtype="float32")
     first = _save_random_adapter(tiny_model_dir, tmp_path / "first", seed=1)
     second = _save_random_adapter(tiny_model_dir, tmp_path / "second", seed=2)
 
@@ -230,7 +232,9 @@ def test_lora_adapters_load_once_switch_and_reload(tiny_model_dir: Path, tmp_pat
     assert texts(first) == with_first
     assert len(llm._adapters.names) == 2  # each folder was read once
     assert (
-        make_llm(str(tiny_model_dir), adapter=first).generate(CHATS, GREEDY)[0].texts
+        make_llm(str(tiny_model_dir), dtype="float32", adapter=first)
+        .generate(CHATS, GREEDY)[0]
+        .texts
         == (with_first[0])
     )
 
@@ -244,8 +248,8 @@ def test_merged_adapters_answer_like_unmerged_ones_and_restore_the_base(
     adapters = [
         _save_random_adapter(tiny_model_dir, tmp_path / f"a{seed}", seed) for seed in (1, 2)
     ]
-    merged = TransformersLLM(str(tiny_model_dir))  # float32 on CPU: merging is on
-    unmerged = TransformersLLM(str(tiny_model_dir), merge_adapters=False)
+    merged = TransformersLLM(str(tiny_model_dir), dtype="float32")  # float32: merging is on
+    unmerged = TransformersLLM(str(tiny_model_dir), dtype="float32", merge_adapters=False)
     base_weights = {k: v.clone() for k, v in merged.model.state_dict().items()}
 
     for adapter in [adapters[0], adapters[1], None, adapters[0]]:
@@ -291,6 +295,17 @@ def test_bfloat16_weights_generate_on_cpu_and_bad_dtypes_name_the_choices(
         assert completion.mean_logprob is not None and completion.mean_logprob < 0
     with pytest.raises(ValueError, match="dtype must be one of auto, float32, bfloat16"):
         TransformersLLM(str(tiny_model_dir), dtype="bf16")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_dtype_is_bfloat16_only_on_a_cpu_that_computes_in_it(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, native: bool
+) -> None:
+    import rise_gym.doctor
+
+    monkeypatch.setattr(rise_gym.doctor, "cpu_has_native_bf16", lambda: native)
+    llm = TransformersLLM(str(tiny_model_dir), device="cpu")
+    assert llm.model.dtype == (torch.bfloat16 if native else torch.float32)
 
 
 def test_bad_model_and_adapter_names_say_how_to_fix(
@@ -353,7 +368,7 @@ def test_concurrent_conversions_produce_one_complete_model(tmp_path: Path) -> No
     assert outputs == [str(target)] * 2
     assert is_converted(target)
     assert [path.name for path in tmp_path.iterdir()] == ["converted"]  # no staging left
-    [generation] = TransformersLLM(str(target)).generate(CHATS[:1], GREEDY)
+    [generation] = TransformersLLM(str(target), dtype="float32").generate(CHATS[:1], GREEDY)
     assert "5" in generation.completions[0].text
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.leaderboard.roster import AGENT_KINDS
-from agents.llm.base import DTYPES, LLM
+from agents.llm.base import DTYPES, LLM, auto_dtype
 from agents.llm.default_model import DEFAULT_MODEL, folder_version, resolve_adapter
 from agents.llm.factory import BACKEND_PACKAGES, BACKENDS, make_llm, require
 from agents.stopping import StoppingPolicy, read_policy_settings
@@ -54,9 +54,9 @@ class LeaderboardConfig:
     dtype: str = field(
         default="auto",
         metadata=_help(
-            f"Weights' dtype, one of {list(DTYPES)} (auto: float32 on CPU, 16-bit on GPU; "
-            "bfloat16 is about 2x faster than float32 on a CPU with AVX512-BF16 or AMX, "
-            "with slightly different answers). Not with 'openai'."
+            f"Weights' dtype, one of {list(DTYPES)} (auto: 16-bit on GPU; on a CPU, "
+            "bfloat16 where it is native (AVX512-BF16 or AMX: about 2x faster than float32, "
+            "with slightly different answers), else float32). Not with 'openai'."
         ),
     )
     envs: tuple[str, ...] = field(default=DEFAULT_ENVS, metadata=_help("Environment ids."))
@@ -206,6 +206,17 @@ class LeaderboardConfig:
         return {**kwargs, **self.env_args}
 
     @property
+    def weights_dtype(self) -> str:
+        """``dtype``, with the transformers back end's ``"auto"`` resolved (`auto_dtype`).
+
+        Runs record this one, so episodes of float32 and bfloat16 weights never share a
+        run folder, whatever machine played them.
+        """
+        if self.dtype == "auto" and self.backend == "transformers":
+            return auto_dtype()
+        return self.dtype
+
+    @property
     def model_name(self) -> str:
         """The model's name in reports: ``model``, or what None stands for."""
         return self.model or (DEFAULT_MODEL if self.backend != "openai" else "served-model")
@@ -217,7 +228,7 @@ class LeaderboardConfig:
         its absolute path and version, so one saved again in place starts a new run
         folder. With 'openai', `with_served_model` first puts the server's model here.
         """
-        values = {**asdict(self), "model": self.model_name}
+        values = {**asdict(self), "model": self.model_name, "dtype": self.weights_dtype}
         if self.backend != "openai":
             local = Path(self.model_name).expanduser()
             if self.model not in (None, DEFAULT_MODEL) and local.is_dir():

@@ -36,7 +36,8 @@ class RunMetadata:
             (it may differ from ``model``); None with the other back ends.
         adapter: The 'rise' agent's PEFT adapter, if any.
         backend: The back end: 'transformers', 'vllm' or 'openai'.
-        dtype: The weights' dtype asked for ('auto': the back end's choice).
+        dtype: The weights' dtype (`LeaderboardConfig.weights_dtype`; 'auto': the vLLM
+            back end's or the server's choice).
         versions: The versions of rise-gym and of `VERSIONED`'s packages; None for a
             package that is not installed.
         date: When the run started, ISO 8601 in UTC, to the second.
@@ -67,7 +68,7 @@ class RunMetadata:
             served_model=served.model if config.backend == "openai" else None,
             adapter=config.adapter,
             backend=config.backend,
-            dtype=config.dtype,
+            dtype=config.weights_dtype,
             versions=package_versions(),
             date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             git_commit=git_commit(),

@@ -69,10 +69,10 @@ def make_llm(
             the name the server serves it under); None: the base model.
         base_url: The server's API root, for ``"openai"`` only (default
             ``http://localhost:8000/v1``).
-        dtype: The weights' dtype, one of `DTYPES`: ``"auto"`` (float32 on CPU, 16-bit
-            on GPU) or a name; ``"bfloat16"`` runs about 2x faster than float32 on a
-            CPU with AVX512-BF16 or AMX. Only ``"auto"`` for ``"openai"`` (the server
-            decides).
+        dtype: The weights' dtype, one of `DTYPES`: ``"auto"`` (transformers:
+            `auto_dtype`, 16-bit on GPU and on a CPU with AVX512-BF16 or AMX, where
+            bfloat16 runs about 2x faster than float32, else float32; vLLM: its own
+            choice) or a name. Only ``"auto"`` for ``"openai"`` (the server decides).
         **options: Passed on to the back end's constructor (`TransformersLLM`,
             `VllmLLM` or `OpenAICompatibleLLM`), e.g. ``device="cpu"``.
 

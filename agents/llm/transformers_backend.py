@@ -25,6 +25,7 @@ from agents.llm.base import (
     Generation,
     ModelNotFound,
     SamplingParams,
+    auto_dtype,
     check_context_length,
 )
 from agents.llm.chat import chat_prompt_ids
@@ -73,11 +74,11 @@ class TransformersLLM(LLM):
             device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; None picks CUDA when present:
                 the GPU of this process's ``LOCAL_RANK`` under a multi-process launch
                 (accelerate, torchrun), else the first.
-            dtype: ``"auto"`` (float32 on CPU; bfloat16 on a GPU that supports it, else
-                float16), ``"float32"``, ``"bfloat16"`` or ``"float16"``. On a CPU with
-                AVX512-BF16 or AMX, bfloat16 generates about 2.2 times faster
-                than float32 (``benchmarks/rollout.py --bf16``), with slightly
-                different answers.
+            dtype: ``"auto"`` (`auto_dtype`: bfloat16 on a GPU that supports it, else
+                float16; on a CPU, bfloat16 where it is native (AVX512-BF16 or AMX:
+                about 2.2 times faster than float32, ``benchmarks/rollout.py --bf16``,
+                with slightly different answers), else float32), ``"float32"``,
+                ``"bfloat16"`` or ``"float16"``.
             max_batch_size: Most conversations per ``generate`` call (None: all at once).
             prefix_cache_bytes: Memory (on ``device``) for the keys and values of recent
                 sequences, reused when a later prompt extends one; 0 disables reuse.
@@ -277,11 +278,7 @@ def _default_device() -> str:
 def _torch_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    if dtype != "auto":
-        return getattr(torch, dtype)
-    if device.type == "cpu":
-        return torch.float32
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return getattr(torch, auto_dtype(device.type) if dtype == "auto" else dtype)
 
 
 def _eos_token_ids(

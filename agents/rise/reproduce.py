@@ -83,9 +83,9 @@ class ReproductionSettings:
     dtype: str = field(
         default="auto",
         metadata=_help(
-            "Weights' dtype for generation and training (auto: float32 on CPU, bfloat16 or "
-            "float16 on GPU; bfloat16 on a CPU with AVX512-BF16 or AMX is about 2x faster "
-            "than float32).",
+            "Weights' dtype for generation and training (auto: generation in bfloat16 or "
+            "float16 on GPU and bfloat16 on a CPU with AVX512-BF16 or AMX, about 2x faster "
+            "than float32 there, else float32; training in bfloat16 where the GPU has it).",
             choices=DTYPES,
         ),
     )
