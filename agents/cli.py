@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import Field, fields
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -352,14 +353,18 @@ def _train(args: argparse.Namespace) -> int:
             env_kwargs.setdefault("difficulty", args.difficulty)
         _check_env(args.env, {**env_kwargs, "split": "train"})
     from agents.llm.default_model import resolve_model
-    from agents.llm.factory import make_llm
+    from agents.llm.factory import LazyLLM, make_llm
     from agents.rise.agent import RISEAgent
     from agents.rise.train import TrainingConfig, bf16_for_dtype
 
     with _bad_arguments(args.parser):
         settings = {"bf16": bf16_for_dtype(args.dtype), **_training_settings(args)}
         training = TrainingConfig.from_settings({**settings, "seed": config.seed})
-        llm = make_llm(args.model, backend=args.backend, base_url=args.base_url, dtype=args.dtype)
+        build = partial(
+            make_llm, args.model, backend=args.backend, base_url=args.base_url, dtype=args.dtype
+        )
+        # on Ray the workers build it from this recipe, and this process only trains
+        llm = build() if config.ray_address is None else LazyLLM(build)
     expert = None
     if args.expert:
         from agents.rise.experts import make_expert

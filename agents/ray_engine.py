@@ -32,18 +32,20 @@ import io
 import pickle
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import ray
 from ray import ObjectRefGenerator, cloudpickle
-from ray.exceptions import ObjectLostError, RayActorError
+from ray.exceptions import ObjectLostError, RayActorError, WorkerCrashedError
 
 from agents.async_rollout import _IN_PROCESS
+from agents.llm.base import LLM, Generation, SamplingParams
 from agents.llm.factory import LazyLLM
 from agents.rollout import Rollout
 from rise_gym.records import EpisodeRecord, append_record
+from rise_gym.spaces import Conversation
 
 MAX_ATTEMPTS = 3
 """Most actors that may die while a problem is unfinished before the run stops."""
@@ -135,15 +137,80 @@ def _portable(plan: Rollout) -> bytes:
         ValueError: The agent generates with a model loaded in this process, or holds
             something that cannot be pickled.
     """
+    return _pickled(replace(plan, indices=[], finished={}, output=None), plan.agent.name)
+
+
+def _pickled(obj: Any, name: str) -> bytes:
+    """``obj`` pickled for Ray workers, each `LazyLLM` as its recipe.
+
+    Raises:
+        ValueError: ``obj`` generates with a model loaded in this process, or holds
+            something that cannot be pickled; ``name`` says what it is.
+    """
     buffer = io.BytesIO()
     try:
-        _AgentPickler(buffer).dump(replace(plan, indices=[], finished={}, output=None))
+        _AgentPickler(buffer).dump(obj)
     except (TypeError, pickle.PicklingError) as error:
         raise ValueError(
-            f"agent {plan.agent.name!r} cannot be sent to Ray actors ({error}); build it on "
-            "a back end the actors can rebuild, e.g. LazyLLM(partial(make_llm, MODEL))"
+            f"{name!r} cannot be sent to Ray workers ({error}); build it on a back end "
+            "the workers can rebuild, e.g. LazyLLM(partial(make_llm, MODEL))"
         ) from error
     return buffer.getvalue()
+
+
+def generate_ray(
+    llm: LLM,
+    conversations: Sequence[Conversation],
+    params: SamplingParams,
+    *,
+    address: str,
+    adapter: str | None = None,
+) -> list[Generation]:
+    """``llm.generate`` with the conversations shared among Ray tasks.
+
+    One task per GPU of the cluster (per CPU where it has none), each rebuilding ``llm``
+    from its recipe (a `LazyLLM`, or an object that needs no loaded model, such as a
+    scripted expert) and answering every n-th conversation; the answers come back in
+    the order of ``conversations``. A task whose worker dies is retried, up to
+    `MAX_ATTEMPTS` times. RISE relabels its visited states with it.
+
+    Raises:
+        ValueError: ``llm`` is a model loaded in this process, or cannot be pickled.
+        RuntimeError: A shard's workers died `MAX_ATTEMPTS` times.
+    """
+    if not conversations:
+        return []
+    recipe = _pickled(llm, getattr(llm, "name", type(llm).__name__))
+    if not ray.is_initialized():
+        ray.init(address=address)
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    workers = min(len(conversations), gpus or max(1, int(ray.cluster_resources().get("CPU", 1))))
+    task = ray.remote(num_cpus=1, num_gpus=1 if gpus else 0, max_retries=MAX_ATTEMPTS - 1)(
+        _generate_shard
+    )
+    shards = [list(conversations[number::workers]) for number in range(workers)]
+    try:
+        answered = ray.get([task.remote(recipe, shard, params, adapter) for shard in shards])
+    except (WorkerCrashedError, RayActorError, ObjectLostError) as error:
+        raise RuntimeError(
+            f"Ray workers died {MAX_ATTEMPTS} times while generating ({error}); look in "
+            "the workers' logs (/tmp/ray/session_latest/logs) for why (out of memory?)"
+        ) from error
+    generations: list[Generation] = [None] * len(conversations)  # type: ignore[list-item]
+    for number, shard_generations in enumerate(answered):
+        generations[number::workers] = shard_generations
+    return generations
+
+
+def _generate_shard(
+    recipe: bytes, conversations: list[Conversation], params: SamplingParams, adapter: str | None
+) -> list[Generation]:
+    """A Ray task: rebuild the LLM and answer one shard of conversations."""
+    llm: LLM = cloudpickle.loads(recipe)
+    try:
+        return llm.generate(conversations, params, adapter=adapter)
+    finally:
+        llm.close()
 
 
 @dataclass

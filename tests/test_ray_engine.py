@@ -214,3 +214,49 @@ def test_the_eval_command_plays_on_ray_and_writes_the_episodes_of_one_process(
     distributed = run(tmp_path / "ray.jsonl", "--ray-address", "local")
     assert _outcomes(distributed) == _outcomes(here)
     assert "sequential" in capsys.readouterr().out  # the table of the Ray run
+
+
+def test_generate_on_ray_answers_in_the_order_of_one_call(cluster, tiny_model_dir, tmp_path):
+    from agents.ray_engine import generate_ray
+
+    llm = LazyLLM(partial(make_llm, str(tiny_model_dir), dtype="float32"))
+    chats = [[{"role": "user", "content": f"What is {i} + 1?"}] for i in range(5)]
+    greedy = SamplingParams(max_new_tokens=6)
+    on_ray = generate_ray(llm, chats, greedy, address="local")
+    assert [g.texts for g in on_ray] == [g.texts for g in llm.generate(chats, greedy)]
+    with pytest.raises(ValueError, match="loaded in this process"):
+        generate_ray(llm.load(), chats, greedy, address="local")
+    llm.close()
+
+
+def test_rise_collects_and_evaluates_on_ray_like_one_process(cluster, tiny_model_dir, tmp_path):
+    from agents.rise import RISEAgent, RISEConfig, TrainingConfig
+
+    def collect(name: str, ray_address: str | None) -> list[Any]:
+        config = RISEConfig(
+            boost=False,
+            max_turns=2,
+            train_problems=3,
+            eval_problems=3,
+            num_samples=2,
+            max_new_tokens=8,
+            output_dir=tmp_path / name,
+            ray_address=ray_address,
+        )
+        llm = LazyLLM(partial(make_llm, str(tiny_model_dir), dtype="float32"))
+        params = SamplingParams(max_new_tokens=8)
+        agent = RISEAgent(llm, tiny_model_dir, config, TrainingConfig(), params=params)
+        states = agent._collect(ENV, {"difficulty": 1}, tmp_path / name / "iteration-1", seed=1)
+        agent._evaluate(ENV, {"difficulty": 1}, tmp_path / name / "iteration-1")
+        return states
+
+    here, on_ray = collect("one-process", None), collect("ray", "local")
+    assert len(on_ray) == 3 * 2 and all(state.improved is not None for state in on_ray)
+    assert [(s.problem_id, s.turn, s.on_policy.response) for s in on_ray] == [
+        (s.problem_id, s.turn, s.on_policy.response) for s in here
+    ]
+    evaluations = [
+        _outcomes(read_records(tmp_path / name / "iteration-1" / "eval.jsonl"))
+        for name in ("one-process", "ray")
+    ]
+    assert evaluations[0] == evaluations[1]

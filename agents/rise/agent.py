@@ -17,7 +17,7 @@ import gymnasium as gym
 
 from agents.evaluate import evaluate
 from agents.llm.base import LLM, SamplingParams
-from agents.llm.factory import make_llm
+from agents.llm.factory import LazyLLM, make_llm, require
 from agents.rise.config import RISEConfig
 from agents.rise.examples import WeightedExample
 from agents.rise.relabel import (
@@ -30,7 +30,7 @@ from agents.rise.relabel import (
 )
 from agents.rise.rwr import rwr_weight
 from agents.rise.train import TrainingConfig, cpu_only, train_rwr
-from agents.rollout import rollout
+from agents.rollout import plan_rollout
 from agents.sequential import SequentialRetry
 from rise_gym.envs.base import MultiTurnEnv
 from rise_gym.spaces import Conversation
@@ -90,10 +90,13 @@ class RISEAgent(SequentialRetry):
                 with the current adapter (on-policy).
             adapter: Start from this adapter (e.g. a finished run's).
             load_model: With full fine-tuning (``training.use_lora=False``), builds the
-                back end serving a trained model folder (default: `make_llm`).
+                back end serving a trained model folder (default: `make_llm`'s, loaded
+                on first use, so Ray workers can rebuild it).
             name: Overrides the default name.
         """
         config = config or RISEConfig()
+        if config.ray_address is not None:
+            require("ray", purpose=f"ray_address={config.ray_address!r}")
         if config.improvement == "expert" and expert is None:
             raise ValueError("improvement='expert' needs an expert LLM: pass expert=make_llm(...)")
         params = params or SamplingParams(max_new_tokens=config.max_new_tokens)
@@ -103,7 +106,7 @@ class RISEAgent(SequentialRetry):
         self.training = training or TrainingConfig()
         self.expert = expert
         self.collector = collector
-        self.load_model = load_model or make_llm
+        self.load_model = load_model or (lambda folder: LazyLLM(partial(make_llm, folder)))
         self.history: list[dict[str, Any]] = []
 
     def learn(self, env_id: str, env_kwargs: dict[str, Any] | None = None) -> RISEAgent:
@@ -149,7 +152,11 @@ class RISEAgent(SequentialRetry):
             "env_id": env_id,
             "env_kwargs": env_kwargs,
             "base_model": self.base_model,
-            "rise": {k: v for k, v in asdict(self.config).items() if k != "iterations"},
+            "rise": {
+                k: v
+                for k, v in asdict(self.config).items()
+                if k not in ("iterations", "ray_address")  # more iterations, or Ray: resumes
+            },
             "training": asdict(self.training),
             "expert": getattr(self.expert, "name", None),
             "collector": getattr(self.collector, "name", None),
@@ -211,7 +218,7 @@ class RISEAgent(SequentialRetry):
             adapter=None if self.collector else self.adapter,
             name=f"{self.name}-collect",
         )
-        records = rollout(
+        plan = plan_rollout(
             env_id,
             learner,
             num_episodes=self.config.train_problems,
@@ -220,6 +227,12 @@ class RISEAgent(SequentialRetry):
             output=folder / "rollouts.jsonl",
             shuffle=True,
         )
+        if self.config.ray_address is None:
+            records = plan.run()
+        else:
+            from agents.ray_engine import run_ray
+
+            records = run_ray(plan, address=self.config.ray_address)
         env = self._env(env_id, env_kwargs, split="train")
         kept = [r for r in records if not (self.config.drop_degrading and degrades(r))]
         states = [state for record in kept for state in replay_states(env, record)]
@@ -256,7 +269,18 @@ class RISEAgent(SequentialRetry):
             seed=seed,
         )
         adapter = None if (self.expert or self.collector) else self.adapter
-        generations = improver.generate(list(contexts.values()), params, adapter=adapter)
+        if self.config.ray_address is None:
+            generations = improver.generate(list(contexts.values()), params, adapter=adapter)
+        else:
+            from agents.ray_engine import generate_ray
+
+            generations = generate_ray(
+                improver,
+                list(contexts.values()),
+                params,
+                address=self.config.ray_address,
+                adapter=adapter,
+            )
         for group, generation in zip(groups.values(), generations):
             problem = env.problems[group[0].index]
             best = pick_best(generation.texts, partial(env.grade, problem=problem))
@@ -314,6 +338,7 @@ class RISEAgent(SequentialRetry):
                     "history_window": self.config.history_window,
                 },
                 output=folder / "eval.jsonl",
+                ray_address=self.config.ray_address,
             )
         summary = {name: estimate.value for name, estimate in evaluation.metrics.items()}
         if main:

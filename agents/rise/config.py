@@ -108,6 +108,15 @@ class RISEConfig:
             "runs that start from the same boost can share it."
         ),
     )
+    ray_address: str | None = field(
+        default=None,
+        metadata=_help(
+            "Roll out, relabel and evaluate on a Ray cluster ('auto', 'ray://HOST:10001' or "
+            "'local'; see agents.ray_engine), training here: the learner must be a LazyLLM "
+            "(the command line builds one) and the adapter folders readable at the same "
+            "path on every node. Needs the ray extra. None: everything in this process."
+        ),
+    )
     seed: int = field(default=0, metadata=_help("Seed of rollouts, sampling and training."))
     output_dir: Path = field(
         default=Path("runs/rise"),
@@ -158,5 +167,7 @@ class RISEConfig:
                 "sample_temperature must be > 0 to draw several distinct samples "
                 f"(num_samples={self.num_samples}); try 1.0"
             )
+        if self.ray_address is not None and not self.ray_address.strip():
+            raise ValueError("ray_address is empty; pass 'auto', 'ray://HOST:10001' or 'local'")
         if self.rollout_temperature < 0:
             raise ValueError(f"rollout_temperature must be >= 0, got {self.rollout_temperature}")
