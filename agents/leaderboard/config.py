@@ -18,7 +18,7 @@ from agents.stopping import StoppingPolicy, read_policy_settings
 from rise_gym.envs.registration import ENV_IDS
 from rise_gym.records import fingerprint
 
-DEFAULT_ENVS = ("RISE-Arithmetic-v0", "RISE-GSM8K-v0")
+DEFAULT_ENVS = ("RISE-Arithmetic-v0",)
 DEFAULT_AGENTS = ("sequential", "parallel", "self-refine")
 
 _RUN_ONLY = ("envs", "agents", "stopping_policy", "batch_size", "output_dir", "ray_address")
