@@ -201,6 +201,19 @@ def test_an_output_dir_of_other_settings_is_refused(tmp_path):
         collecting_agent(tmp_path)._claim_output_dir(ENV, {**ENV_KWARGS, "difficulty": 2})
 
 
+@pytest.mark.parametrize("section, name", [("rise", "relabel_context"), ("training", "lora_rank")])
+def test_a_run_recorded_before_a_setting_existed_resumes_at_its_default(tmp_path, section, name):
+    collecting_agent(tmp_path)._claim_output_dir(ENV, ENV_KWARGS)
+    record = tmp_path / "run" / "rise_run.json"
+    written = json.loads(record.read_text())
+    del written[section][name]  # as an earlier release wrote it
+    record.write_text(json.dumps(written))
+    collecting_agent(tmp_path)._claim_output_dir(ENV, ENV_KWARGS)
+    if section == "rise":
+        with pytest.raises(ValueError, match=r"other settings \(rise.relabel_context\)"):
+            collecting_agent(tmp_path, relabel_context="problem")._claim_output_dir(ENV, ENV_KWARGS)
+
+
 class RecordingExpert(ArithmeticExpert):
     """The scripted expert, keeping every conversation it was asked to answer."""
 

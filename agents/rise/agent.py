@@ -146,25 +146,16 @@ class RISEAgent(SequentialRetry):
 
         Resuming reuses every finished step, so a folder written with other settings
         would silently mix two runs. ``iterations`` may grow: more iterations continue
-        a run.
+        a run. A setting that a later release added, absent from the record, counts as
+        its default (the behaviour of the release that wrote it).
         """
-        settings = {
-            "env_id": env_id,
-            "env_kwargs": env_kwargs,
-            "base_model": self.base_model,
-            "rise": {
-                k: v
-                for k, v in asdict(self.config).items()
-                if k not in ("iterations", "ray_address")  # more iterations, or Ray: resumes
-            },
-            "training": asdict(self.training),
-            "expert": getattr(self.expert, "name", None),
-            "collector": getattr(self.collector, "name", None),
-        }
-        settings = json.loads(json.dumps(settings, default=str))
+        settings = self._settings(env_id, env_kwargs, self.config, self.training)
         record = self.config.output_dir / "rise_run.json"
         if record.exists():
             before = json.loads(record.read_text())
+            defaults = self._settings(env_id, env_kwargs, RISEConfig(), TrainingConfig())
+            for section in ("rise", "training"):
+                before[section] = {**defaults[section], **before.get(section, {})}
             changed = sorted(_changed_keys(before, settings))
             if changed:
                 raise ValueError(
@@ -175,6 +166,29 @@ class RISEAgent(SequentialRetry):
             return
         record.parent.mkdir(parents=True, exist_ok=True)
         record.write_text(json.dumps(settings, indent=2) + "\n")
+
+    def _settings(
+        self,
+        env_id: str,
+        env_kwargs: dict[str, Any],
+        config: RISEConfig,
+        training: TrainingConfig,
+    ) -> dict[str, Any]:
+        """What decides a run's results, as JSON values (see `_claim_output_dir`)."""
+        settings = {
+            "env_id": env_id,
+            "env_kwargs": env_kwargs,
+            "base_model": self.base_model,
+            "rise": {
+                k: v
+                for k, v in asdict(config).items()
+                if k not in ("iterations", "ray_address")  # more iterations, or Ray: resumes
+            },
+            "training": asdict(training),
+            "expert": getattr(self.expert, "name", None),
+            "collector": getattr(self.collector, "name", None),
+        }
+        return json.loads(json.dumps(settings, default=str))
 
     def _boost_examples(self, env_id: str, env_kwargs: dict[str, Any]) -> list[WeightedExample]:
         """SFT examples: each training problem's opening prompt and reference solution."""
