@@ -85,9 +85,8 @@ def run_ray(
     recipe = _portable(plan)
     if not ray.is_initialized():
         ray.init(address=address)
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    actors = min(len(pending), gpus or max(1, int(ray.cluster_resources().get("CPU", 1))))
-    worker_class = ray.remote(num_cpus=1, num_gpus=1 if gpus else 0)(_ShardWorker)
+    actors, gpus_each = _workers(len(pending))
+    worker_class = ray.remote(num_cpus=1, num_gpus=gpus_each)(_ShardWorker)
 
     def start(indices: list[int]) -> None:
         worker: Any = worker_class.remote(recipe)
@@ -183,11 +182,8 @@ def generate_ray(
     recipe = _pickled(llm, getattr(llm, "name", type(llm).__name__))
     if not ray.is_initialized():
         ray.init(address=address)
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    workers = min(len(conversations), gpus or max(1, int(ray.cluster_resources().get("CPU", 1))))
-    task = ray.remote(num_cpus=1, num_gpus=1 if gpus else 0, max_retries=MAX_ATTEMPTS - 1)(
-        _generate_shard
-    )
+    workers, gpus_each = _workers(len(conversations))
+    task = ray.remote(num_cpus=1, num_gpus=gpus_each, max_retries=MAX_ATTEMPTS - 1)(_generate_shard)
     shards = [list(conversations[number::workers]) for number in range(workers)]
     try:
         answered = ray.get([task.remote(recipe, shard, params, adapter) for shard in shards])
@@ -200,6 +196,17 @@ def generate_ray(
     for number, shard_generations in enumerate(answered):
         generations[number::workers] = shard_generations
     return generations
+
+
+def _workers(items: int) -> tuple[int, int]:
+    """How many Ray workers share ``items``, and the GPUs each takes (one CPU each).
+
+    One per GPU of the cluster, or one per CPU where it has no GPU; never more than
+    ``items``.
+    """
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    count = min(items, gpus or max(1, int(ray.cluster_resources().get("CPU", 1))))
+    return count, 1 if gpus else 0
 
 
 def _generate_shard(

@@ -8,6 +8,7 @@ distributions' metadata.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata as metadata
 import importlib.util
 import sys
@@ -121,10 +122,12 @@ def _devices() -> list[str]:
     return lines
 
 
+@functools.cache
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX; Linux flags).
 
-    Elsewhere bfloat16 is emulated and slower than float32.
+    Elsewhere bfloat16 is emulated and slower than float32. Read once per process
+    (run settings ask for it on every call).
     """
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
