@@ -12,7 +12,9 @@ baseline rules there (majority vote, last answer, first answer, the oracle)::
         print(evaluate_selection("runs/test.jsonl", rule))
 
 Training uses stable-baselines3 (the ``sb3`` extra), imported only when a policy is
-trained or loaded.
+trained or loaded. A saved policy and a saved answer scorer (`agents.answer_scoring`,
+which submits the best-scored answer instead of deciding when to stop) are both
+learned rules: `load_learned_rule` loads either from its folder.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from agents.answer_scoring import SCORER_FILE, AnswerScorer
 from rise_gym.envs.stopping import (
     DEFAULT_LENGTH_SCALE,
     FEATURE_NAMES,
@@ -35,7 +38,7 @@ from rise_gym.envs.stopping import (
     episode_features,
 )
 from rise_gym.records import TurnRecord
-from rise_gym.selection import Choice
+from rise_gym.selection import Choice, SelectionRule
 from rise_gym.selection import evaluate_selection as evaluate_selection  # re-exported
 
 Algorithm = Literal["ppo", "dqn"]
@@ -169,6 +172,44 @@ def read_policy_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"computes {list(FEATURE_NAMES)}; retrain the policy"
         )
     return settings
+
+
+def read_learned_rule_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Check a folder holding a saved learned rule and read its settings, loading no model.
+
+    Args:
+        path: A folder written by `AnswerScorer.save` (``scorer.json``) or by
+            `StoppingPolicy.save` (``stopping.json`` and ``model.zip``).
+
+    Returns:
+        The saved settings, with ``kind`` set to ``"answer_scorer"`` or ``"stopping_policy"``.
+
+    Raises:
+        FileNotFoundError: If the folder holds neither; the message says how to make one.
+        ValueError: If the rule was saved with features this version does not compute.
+    """
+    scorer_file = Path(path) / SCORER_FILE
+    if scorer_file.is_file():
+        AnswerScorer.load(path)  # checks the features
+        return {**json.loads(scorer_file.read_text()), "kind": "answer_scorer"}
+    try:
+        return {**read_policy_settings(path), "kind": "stopping_policy"}
+    except FileNotFoundError as error:
+        raise FileNotFoundError(
+            f"{error} (nor an answer scorer's {SCORER_FILE}: AnswerScorer.save writes one)"
+        ) from error
+
+
+def load_learned_rule(path: str | os.PathLike[str]) -> SelectionRule:
+    """Load the answer scorer or stopping policy saved in a folder.
+
+    The folder is checked as `read_learned_rule_settings` does.
+
+    A stopping policy imports torch and stable-baselines3; an answer scorer only numpy.
+    """
+    if read_learned_rule_settings(path)["kind"] == "answer_scorer":
+        return AnswerScorer.load(path)
+    return StoppingPolicy.load(path)
 
 
 def train_stopping_policy(

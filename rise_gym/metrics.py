@@ -40,9 +40,9 @@ class Estimate:
     """A proportion with its confidence interval.
 
     Attributes:
-        value: The point estimate, in [0, 1].
-        low: Lower end of the 95% Wilson score interval.
-        high: Upper end of the 95% Wilson score interval.
+        value: The point estimate, in [0, 1] (a `paired_difference`: in [-1, 1]).
+        low: Lower end of the 95% interval (Wilson for a proportion).
+        high: Upper end of the 95% interval.
         n: The number of problems behind the estimate.
 
     Example:
@@ -364,6 +364,43 @@ def proportion(outcomes: Sequence[float]) -> Estimate:
     """
     low, high = wilson_interval(sum(outcomes), len(outcomes))
     return Estimate(value=_mean(outcomes), low=low, high=high, n=len(outcomes))
+
+
+def paired_difference(
+    first: Sequence[float], second: Sequence[float], *, confidence: float = 0.95
+) -> Estimate:
+    """The mean per-problem difference ``first - second`` of two rules on the same problems.
+
+    Two rules scored on the same problems are correlated, so their own intervals
+    overlapping says little; this interval (normal approximation to the paired
+    differences, clipped to [-1, 1]) says whether one beats the other.
+
+    Args:
+        first: One outcome in [0, 1] per problem.
+        second: The other rule's outcomes on the same problems, in the same order.
+        confidence: Coverage of the interval, in (0, 1).
+
+    Returns:
+        The difference with its interval, over ``len(first)`` problems.
+
+    Raises:
+        ValueError: If the two are empty or of different lengths.
+
+    Example:
+        >>> print(paired_difference([1, 1, 1, 0] * 50, [1, 0, 1, 0] * 50))
+        25.0 [19.0, 31.0]
+    """
+    if not first or len(first) != len(second):
+        raise ValueError(
+            f"paired outcomes must be non-empty and of one length, got {len(first)} and "
+            f"{len(second)}: score both rules on the same episodes"
+        )
+    differences = [a - b for a, b in zip(first, second)]
+    n = len(differences)
+    mean = _mean(differences)
+    variance = sum((d - mean) ** 2 for d in differences) / max(n - 1, 1)
+    half = NormalDist().inv_cdf(0.5 + confidence / 2) * math.sqrt(variance / n)
+    return Estimate(value=mean, low=max(mean - half, -1.0), high=min(mean + half, 1.0), n=n)
 
 
 def wilson_interval(successes: float, n: int, *, confidence: float = 0.95) -> tuple[float, float]:

@@ -15,11 +15,11 @@ first answer, the oracle (p1@tk) and learned rules are compared on equal terms::
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from rise_gym.envs.stopping import EpisodeSource, load_episodes
-from rise_gym.metrics import Estimate, majority_answer, proportion
+from rise_gym.metrics import Estimate, majority_answer, paired_difference, proportion
 from rise_gym.records import TurnRecord
 
 
@@ -49,14 +49,25 @@ class Selection:
         accuracy: The fraction of episodes whose submitted answer is correct, with its
             95% Wilson interval.
         average_turns: Mean number of turns the rule used per episode.
+        outcomes: Whether the submitted answer was right, per episode in record order
+            (what `advantage` pairs).
     """
 
     rule: str
     accuracy: Estimate
     average_turns: float
+    outcomes: tuple[bool, ...] = field(default=(), repr=False)
 
     def __str__(self) -> str:
         return f"{self.rule}: {self.accuracy} in {self.average_turns:.2f} turns"
+
+    def advantage(self, other: Selection) -> Estimate:
+        """This rule's accuracy minus ``other``'s on the same episodes, with a paired 95% interval.
+
+        Raises:
+            ValueError: If the two were not scored on the same number of episodes.
+        """
+        return paired_difference(self.outcomes, other.outcomes)
 
 
 def evaluate_selection(
@@ -104,7 +115,9 @@ def evaluate_selection(
         choice = choose(turns)
         correct.append(choice.turn_index is not None and turns[choice.turn_index].correct)
         turns_used.append(choice.turns_used)
-    return Selection(name, proportion(correct), sum(turns_used) / len(turns_used))
+    return Selection(
+        name, proportion(correct), sum(turns_used) / len(turns_used), outcomes=tuple(correct)
+    )
 
 
 def _majority(turns: Sequence[TurnRecord]) -> Choice:

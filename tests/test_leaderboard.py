@@ -28,7 +28,8 @@ from agents.llm.base import (
     ModelNotFound,
     auto_dtype,
 )
-from agents.stopping import StoppingPolicy, evaluate_selection, train_stopping_policy
+from agents.answer_scoring import train_answer_scorer
+from agents.stopping import evaluate_selection, load_learned_rule, train_stopping_policy
 from rise_gym import __version__
 from rise_gym.metrics import summarize
 from rise_gym.records import ResultsError, read_records
@@ -93,6 +94,13 @@ def stopping_policy(tmp_path_factory) -> Path:
         algorithm_kwargs={"n_steps": 128, "learning_rate": 3e-3},
     )
     return policy.save(tmp_path_factory.mktemp("stopping") / "policy")
+
+
+@pytest.fixture(scope="module")
+def answer_scorer(tmp_path_factory) -> Path:
+    """An answer scorer fitted on the fixture episodes (3 turns), saved."""
+    scorer = train_answer_scorer(STOPPING_EPISODES)
+    return scorer.save(tmp_path_factory.mktemp("scorer") / "scorer")
 
 
 def make_config(tmp_path, **overrides) -> LeaderboardConfig:
@@ -251,8 +259,8 @@ def test_interrupted_run_resumes_with_the_missing_episodes_only(tmp_path, script
 
 
 def check_stopping_reports(folder, policy_dir, max_turns):
-    """Every report holds the policy's figures on each turn-by-turn agent's episodes."""
-    policy = StoppingPolicy.load(policy_dir)
+    """Every report holds the learned rule's figures on each turn-by-turn agent's episodes."""
+    policy = load_learned_rule(policy_dir)
     report, rows, _, table = read_reports(folder)
     header = table[0].split(" | ")
     accuracy, turns = f"stop@t{max_turns}", header.index("turns (stop)")
@@ -279,7 +287,9 @@ def check_stopping_reports(folder, policy_dir, max_turns):
         assert cells[turns - 1 : turns + 1] == [str(estimate), f"{expected.average_turns:.2f}"]
 
 
-def test_a_stopping_policy_added_later_reuses_the_episodes(tmp_path, scripted, stopping_policy):
+@pytest.mark.parametrize("rule", ["stopping_policy", "answer_scorer"])
+def test_a_learned_rule_added_later_reuses_the_episodes(tmp_path, scripted, rule, request):
+    stopping_policy = request.getfixturevalue(rule)
     llm, builds = scripted
     config = make_config(tmp_path, envs=ENVS[:1])
     run_leaderboard(config, progress=False)
@@ -302,7 +312,7 @@ def test_a_stopping_policy_added_later_reuses_the_episodes(tmp_path, scripted, s
     sequential, parallel = leaderboard.entries
     episodes = read_records(folder / "episodes" / "sequential--RISE-Arithmetic-v0.jsonl")
     assert sequential.stopping == evaluate_selection(
-        episodes, StoppingPolicy.load(stopping_policy), max_turns=3
+        episodes, load_learned_rule(stopping_policy), max_turns=3
     )
     assert parallel.stopping is None
 

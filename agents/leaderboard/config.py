@@ -14,9 +14,10 @@ from agents.leaderboard.roster import AGENT_KINDS
 from agents.llm.base import DTYPES, LLM, auto_dtype
 from agents.llm.default_model import DEFAULT_MODEL, folder_version, resolve_adapter
 from agents.llm.factory import BACKEND_PACKAGES, BACKENDS, make_llm, require
-from agents.stopping import StoppingPolicy, read_policy_settings
+from agents.stopping import load_learned_rule, read_learned_rule_settings
 from rise_gym.envs.registration import ENV_IDS
 from rise_gym.records import fingerprint
+from rise_gym.selection import SelectionRule
 
 DEFAULT_ENVS = ("RISE-Arithmetic-v0",)
 DEFAULT_AGENTS = ("sequential", "parallel", "self-refine")
@@ -85,9 +86,10 @@ class LeaderboardConfig:
     stopping_policy: Path | None = field(
         default=None,
         metadata=_help(
-            "Folder of a learned stopping policy (StoppingPolicy.save; `python "
-            "benchmarks/stopping.py` writes runs/stopping/policy): its accuracy (stop@tk) and "
-            "average turns are reported beside m1@tk for the turn-by-turn agents."
+            "Folder of a learned selection rule, an answer scorer (AnswerScorer.save) or a "
+            "stopping policy (StoppingPolicy.save); `python benchmarks/stopping.py` writes "
+            "both under runs/stopping: its accuracy (stop@tk) and average turns are reported "
+            "beside m1@tk for the turn-by-turn agents."
         ),
     )
     batch_size: int | None = field(
@@ -149,7 +151,7 @@ class LeaderboardConfig:
         if self.stopping_policy is not None:
             object.__setattr__(self, "stopping_policy", Path(self.stopping_policy))
             try:
-                read_policy_settings(self.stopping_policy)
+                read_learned_rule_settings(self.stopping_policy)
             except FileNotFoundError as error:
                 raise ValueError(str(error)) from error
 
@@ -166,7 +168,9 @@ class LeaderboardConfig:
         if self.adapter is not None and self.backend == "transformers":
             needs["the 'rise' agent's adapter"] = ("peft",)
         if self.stopping_policy is not None:
-            needs["a stopping policy"] = ("torch", "stable_baselines3")
+            kind = read_learned_rule_settings(self.stopping_policy)["kind"]
+            if kind == "stopping_policy":
+                needs["a stopping policy"] = ("torch", "stable_baselines3")
         if plot:
             needs["the leaderboard's plot"] = ("matplotlib",)
         if self.ray_address is not None:
@@ -194,9 +198,9 @@ class LeaderboardConfig:
         """Start the back end serving ``model`` with ``dtype``."""
         return make_llm(self.model, backend=self.backend, base_url=self.base_url, dtype=self.dtype)
 
-    def load_stopping_policy(self) -> StoppingPolicy | None:
-        """The policy in ``stopping_policy`` (this imports torch), or None without one."""
-        return None if self.stopping_policy is None else StoppingPolicy.load(self.stopping_policy)
+    def load_stopping_policy(self) -> SelectionRule | None:
+        """The learned rule in ``stopping_policy`` (a policy imports torch), or None."""
+        return None if self.stopping_policy is None else load_learned_rule(self.stopping_policy)
 
     def env_kwargs(self, env_id: str) -> dict[str, Any]:
         """Keyword arguments for ``gym.make(env_id)`` (the turn settings come from evaluate)."""
