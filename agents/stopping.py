@@ -38,7 +38,7 @@ from rise_gym.envs.stopping import (
     episode_features,
 )
 from rise_gym.records import TurnRecord
-from rise_gym.selection import Choice, SelectionRule
+from rise_gym.selection import Choice
 from rise_gym.selection import evaluate_selection as evaluate_selection  # re-exported
 
 Algorithm = Literal["ppo", "dqn"]
@@ -174,6 +174,10 @@ def read_policy_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
     return settings
 
 
+LearnedRule = AnswerScorer | StoppingPolicy
+"""A selection rule learned from recorded episodes; both kinds have ``name`` and ``save``."""
+
+
 def read_learned_rule_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Check a folder holding a saved learned rule and read its settings, loading no model.
 
@@ -200,7 +204,7 @@ def read_learned_rule_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
         ) from error
 
 
-def load_learned_rule(path: str | os.PathLike[str]) -> SelectionRule:
+def load_learned_rule(path: str | os.PathLike[str]) -> LearnedRule:
     """Load the answer scorer or stopping policy saved in a folder.
 
     The folder is checked as `read_learned_rule_settings` does.
@@ -222,6 +226,7 @@ def train_stopping_policy(
     length_scale: float = DEFAULT_LENGTH_SCALE,
     seed: int = 0,
     algorithm_kwargs: dict[str, Any] | None = None,
+    name: str | None = None,
 ) -> StoppingPolicy:
     """Train a stopping policy with stable-baselines3 in a `StoppingEnv`.
 
@@ -235,9 +240,10 @@ def train_stopping_policy(
         seed: Seeds the algorithm and the environment.
         algorithm_kwargs: Keyword arguments for the algorithm's constructor, over the
             defaults (no discounting; PPO: ``n_steps=512``, ``batch_size=64``).
+        name: The policy's name in results; None names it after the algorithm.
 
     Returns:
-        The trained policy, named after the algorithm.
+        The trained policy.
 
     Torch runs on one thread meanwhile: for a network this small more threads only add
     overhead (ten times the run time on a busy 2-core machine).
@@ -249,7 +255,10 @@ def train_stopping_policy(
     with _single_torch_thread():
         model.learn(total_timesteps=total_timesteps)
     return StoppingPolicy(
-        model, max_turns=env.max_turns, length_scale=length_scale, name=f"learned ({algorithm})"
+        model,
+        max_turns=env.max_turns,
+        length_scale=length_scale,
+        name=name or f"learned ({algorithm})",
     )
 
 
