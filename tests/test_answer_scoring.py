@@ -160,3 +160,11 @@ def test_a_paired_difference_pairs_the_problems():
     assert paired_difference([1] * 10, [1] * 10).low == 0.0  # no variance, no doubt
     with pytest.raises(ValueError, match="same episodes"):
         paired_difference([1, 0], [1])
+
+
+def test_doctests():
+    import doctest
+
+    import agents.answer_scoring
+
+    assert doctest.testmod(agents.answer_scoring).failed == 0
