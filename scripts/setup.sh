@@ -19,7 +19,7 @@ case "${1:-}" in
 esac
 extras="llm,code,sb3"
 if [ "${1:-}" = "--dev" ]; then
-  extras="${extras},dev,test-server,ray"
+  extras="${extras},dev,test-server,ray,rl"
   export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 fi
 

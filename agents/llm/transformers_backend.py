@@ -56,6 +56,8 @@ class TransformersLLM(LLM):
             extend them; None when disabled.
     """
 
+    prefix_cache: PrefixCache | None
+
     def __init__(
         self,
         model: str | None = None,
@@ -90,25 +92,81 @@ class TransformersLLM(LLM):
         Raises:
             ModelNotFound: the model cannot be found or loaded.
         """
-        if max_batch_size is not None and max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be >= 1 or None, got {max_batch_size}")
-        if prefix_cache_bytes < 0:
-            raise ValueError(f"prefix_cache_bytes must be >= 0, got {prefix_cache_bytes}")
+        _check_sizes(max_batch_size, prefix_cache_bytes)
         path = resolve_model(model)
         self.device = torch.device(device or _default_device())
         torch_dtype = _torch_dtype(dtype, self.device)
-        self.tokenizer = _load(AutoTokenizer, path, padding_side="left")
-        self.model = _load(AutoModelForCausalLM, path, dtype=torch_dtype, device_map=self.device)
-        self.model.eval()
-        self._eos_token_ids = _eos_token_ids(self.model.generation_config, self.tokenizer)
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token_id = self._eos_token_ids[0]
-        self.model.generation_config = GenerationConfig()  # only SamplingParams decide
-        self.context_size = _context_size(self.model.config, self.tokenizer)
-        self.max_batch_size = max_batch_size
+        tokenizer = _load(AutoTokenizer, path, padding_side="left")
+        loaded = _load(AutoModelForCausalLM, path, dtype=torch_dtype, device_map=self.device)
+        loaded.eval()
+        self._attach(loaded, tokenizer, max_batch_size, prefix_cache_bytes)
+        loaded.generation_config = GenerationConfig()  # only SamplingParams decide
         self.name = Path(path).name
         merge = torch_dtype == torch.float32 if merge_adapters is None else merge_adapters
         self._adapters = _AdapterCache(self.model, merge=merge)
+
+    @classmethod
+    def from_model(
+        cls,
+        model: torch.nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        name: str | None = None,
+        max_batch_size: int | None = None,
+        prefix_cache_bytes: int = 1 << 30,
+    ) -> TransformersLLM:
+        """Serve an already-loaded model, e.g. a policy being trained, without copying it.
+
+        The model is used as it is, on its own device: with PEFT layers, the active
+        adapter answers calls that name none (adapters are never merged, so training
+        can go on). The caller owns the weights: after changing them in place, call
+        `clear_prefix_cache`, or later prompts may reuse keys and values of the old
+        weights. Put the model in eval mode for generation (dropout stays on otherwise).
+
+        Args:
+            model: A causal LM (or a PEFT model wrapping one).
+            tokenizer: Its tokenizer, with a chat template.
+            name: The back end's name (default: the model's ``name_or_path`` folder name).
+            max_batch_size: Most conversations per ``generate`` call (None: all at once).
+            prefix_cache_bytes: Memory for the keys and values of recent sequences; 0
+                disables reuse.
+
+        Returns:
+            A back end sharing ``model`` and ``tokenizer``.
+        """
+        _check_sizes(max_batch_size, prefix_cache_bytes)
+        llm = cls.__new__(cls)
+        llm.device = next(model.parameters()).device
+        llm._attach(model, tokenizer, max_batch_size, prefix_cache_bytes)
+        llm.name = name or Path(str(getattr(model, "name_or_path", "model"))).name
+        llm._adapters = _AdapterCache(model, merge=False)
+        return llm
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        """The tokens that end a response (the model's and the tokenizer's EOS)."""
+        return list(self._eos_token_ids)
+
+    def clear_prefix_cache(self) -> None:
+        """Forget every cached key and value: call it after changing the weights in place."""
+        if self.prefix_cache is not None:
+            self.prefix_cache = PrefixCache(self.prefix_cache.max_bytes)
+
+    def _attach(
+        self,
+        model: Any,
+        tokenizer: PreTrainedTokenizerBase,
+        max_batch_size: int | None,
+        prefix_cache_bytes: int,
+    ) -> None:
+        """Set the attributes every back end has from its model and tokenizer."""
+        self.model: Any = model
+        self.tokenizer: Any = tokenizer
+        self._eos_token_ids = _eos_token_ids(model.generation_config, tokenizer)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token_id = self._eos_token_ids[0]
+        self.context_size = _context_size(model.config, tokenizer)
+        self.max_batch_size = max_batch_size
         self.prefix_cache = PrefixCache(prefix_cache_bytes) if prefix_cache_bytes else None
 
     def generate(
@@ -234,6 +292,13 @@ class _AdapterCache:
             self.peft_model.delete_adapter(cached[0])
         self.names[str(folder)] = (name, version)
         return name
+
+
+def _check_sizes(max_batch_size: int | None, prefix_cache_bytes: int) -> None:
+    if max_batch_size is not None and max_batch_size < 1:
+        raise ValueError(f"max_batch_size must be >= 1 or None, got {max_batch_size}")
+    if prefix_cache_bytes < 0:
+        raise ValueError(f"prefix_cache_bytes must be >= 0, got {prefix_cache_bytes}")
 
 
 def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
