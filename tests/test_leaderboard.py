@@ -18,6 +18,7 @@ from matplotlib.image import imread
 
 import agents.leaderboard.config as config_module
 import agents.leaderboard.metadata as metadata_module
+from agents.answer_scoring import train_answer_scorer
 from agents.leaderboard import LeaderboardConfig, run_leaderboard
 from agents.leaderboard.metadata import RunMetadata, git_commit
 from agents.llm.base import (
@@ -28,7 +29,6 @@ from agents.llm.base import (
     ModelNotFound,
     auto_dtype,
 )
-from agents.answer_scoring import train_answer_scorer
 from agents.stopping import evaluate_selection, load_learned_rule, train_stopping_policy
 from rise_gym import __version__
 from rise_gym.metrics import summarize
