@@ -251,3 +251,11 @@ def test_problem_context_samples_each_problem_once_from_its_opening_prompt(tmp_p
 def test_unknown_relabel_context_is_refused():
     with pytest.raises(ValueError, match="relabel_context must be one of"):
         RISEConfig(relabel_context="history")
+
+
+def test_run_folder_doctests():
+    import doctest
+
+    import agents.run_folder
+
+    assert doctest.testmod(agents.run_folder).failed == 0

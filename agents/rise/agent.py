@@ -31,6 +31,7 @@ from agents.rise.relabel import (
 from agents.rise.rwr import rwr_weight
 from agents.rise.train import TrainingConfig, cpu_only, train_rwr
 from agents.rollout import plan_rollout
+from agents.run_folder import claim_run_folder
 from agents.sequential import SequentialRetry
 from rise_gym.envs.base import MultiTurnEnv
 from rise_gym.spaces import Conversation
@@ -144,28 +145,15 @@ class RISEAgent(SequentialRetry):
     def _claim_output_dir(self, env_id: str, env_kwargs: dict[str, Any]) -> None:
         """Record what this run is in ``output_dir``, or refuse a folder of another run.
 
-        Resuming reuses every finished step, so a folder written with other settings
-        would silently mix two runs. ``iterations`` may grow: more iterations continue
-        a run. A setting that a later release added, absent from the record, counts as
-        its default (the behaviour of the release that wrote it).
+        ``iterations`` may grow: more iterations continue a run (see `claim_run_folder`).
         """
-        settings = self._settings(env_id, env_kwargs, self.config, self.training)
-        record = self.config.output_dir / "rise_run.json"
-        if record.exists():
-            before = json.loads(record.read_text())
-            defaults = self._settings(env_id, env_kwargs, RISEConfig(), TrainingConfig())
-            for section in ("rise", "training"):
-                before[section] = {**defaults[section], **before.get(section, {})}
-            changed = sorted(_changed_keys(before, settings))
-            if changed:
-                raise ValueError(
-                    f"{self.config.output_dir} holds a RISE run with other settings "
-                    f"({', '.join(changed)}); choose another output_dir, or delete the "
-                    "folder to start over"
-                )
-            return
-        record.parent.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps(settings, indent=2) + "\n")
+        defaults = self._settings(env_id, env_kwargs, RISEConfig(), TrainingConfig())
+        claim_run_folder(
+            self.config.output_dir / "rise_run.json",
+            self._settings(env_id, env_kwargs, self.config, self.training),
+            {section: defaults[section] for section in ("rise", "training")},
+            kind="a RISE run",
+        )
 
     def _settings(
         self,
@@ -386,18 +374,6 @@ def main_process_first() -> Iterator[bool]:
     state = PartialState(cpu=cpu_only())  # as the Trainer will: gloo on CPU
     with state.main_process_first():
         yield state.is_main_process
-
-
-def _changed_keys(before: dict[str, Any], after: dict[str, Any], prefix: str = "") -> set[str]:
-    """Dotted names of the settings that differ between two nested dicts."""
-    changed = set()
-    for key in before.keys() | after.keys():
-        old, new = before.get(key), after.get(key)
-        if isinstance(old, dict) and isinstance(new, dict):
-            changed |= _changed_keys(old, new, f"{prefix}{key}.")
-        elif old != new:
-            changed.add(f"{prefix}{key}")
-    return changed
 
 
 def _relabel_summary(states: Sequence[VisitedState]) -> str:

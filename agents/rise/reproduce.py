@@ -53,6 +53,95 @@ PARALLEL_TEMPERATURE = 0.7
 """Sampling temperature of parallel sampling (every other call is greedy)."""
 
 
+@dataclass(frozen=True)
+class HeldOutProtocol:
+    """The reproduction's held-out evaluation of a model, at equal compute.
+
+    Sequentially: greedy answers over ``max_turns`` turns without an oracle stop, with
+    m1@t1..m1@tk (the majority vote after every turn), p1@t1..p1@tk and the turn
+    transitions. In parallel: k = ``max_turns`` answers sampled at `PARALLEL_TEMPERATURE`
+    with ``seed``, with mk@t1 and pk@t1. Both on the test split, with ``history_window``
+    earlier attempts in each prompt, and resumable from their JSONL records.
+
+    Attributes:
+        env_id: The environment id.
+        env_kwargs: Extra ``gym.make`` arguments (not split or history_window).
+        num_problems: Held-out problems, the first of the test split.
+        max_turns: Turns k of the sequential evaluation, samples of the parallel one.
+        history_window: Earlier attempts kept in each prompt (None: all).
+        max_new_tokens: Tokens generated per response.
+        seed: Seed of the episodes and of the parallel samples.
+        progress: Show progress bars.
+    """
+
+    env_id: str
+    env_kwargs: dict[str, Any]
+    num_problems: int
+    max_turns: int = 5
+    history_window: int | None = 2
+    max_new_tokens: int = 256
+    seed: int = 0
+    progress: bool = True
+
+    @property
+    def greedy(self) -> SamplingParams:
+        """The sampling parameters of the sequential evaluation (greedy)."""
+        return SamplingParams(max_new_tokens=self.max_new_tokens)
+
+    def sequential(
+        self,
+        agent: Agent,
+        output: Path,
+        *,
+        turns: int | None = None,
+        env_kwargs: dict[str, Any] | None = None,
+    ) -> tuple[dict[str, Estimate], dict[str, int]]:
+        """Evaluate ``agent`` over ``turns`` (default ``max_turns``) turns.
+
+        Args:
+            agent: The agent, e.g. ``SequentialRetry(llm, protocol.greedy)``.
+            output: The JSONL file of its episodes (reused by a re-run).
+            turns: Turns per episode (default: ``max_turns``).
+            env_kwargs: Environment arguments added to ``self.env_kwargs`` for this call.
+
+        Returns:
+            The metrics (with m1@t2..m1@t(k-1) from the records) and `turn_transitions`.
+        """
+        turns = turns or self.max_turns
+        evaluation = evaluate(
+            self.env_id,
+            agent,
+            num_problems=self.num_problems,
+            max_turns=turns,
+            seed=self.seed,
+            env_kwargs={
+                **self.env_kwargs,
+                **(env_kwargs or {}),
+                "split": "test",
+                "history_window": self.history_window,
+            },
+            output=output,
+            progress=self.progress,
+        )
+        metrics = evaluation.metrics
+        if f"m1@t{turns}" in metrics:  # no oracle stop: the vote after every turn
+            for turn in range(2, turns):
+                metrics[f"m1@t{turn}"] = majority_at_turns(evaluation.records, turn)
+        return metrics, turn_transitions(evaluation.records)
+
+    def parallel(
+        self, llm: LLM, output: Path, *, adapter: str | None = None
+    ) -> dict[str, Estimate]:
+        """mk@t1 and pk@t1 of k answers sampled from ``llm`` (with ``adapter``).
+
+        Only those two: its p1@t1 and m1@t1 would restate the vote of k samples.
+        """
+        k = self.max_turns
+        sampled = replace(self.greedy, temperature=PARALLEL_TEMPERATURE, seed=self.seed)
+        metrics, _ = self.sequential(ParallelSampling(llm, k, sampled, adapter=adapter), output)
+        return {column: metrics[column] for column in (f"m{k}@t1", f"p{k}@t1")}
+
+
 def _help(text: str, **extra: Any) -> dict[str, Any]:
     return {"help": text, **extra}
 
@@ -220,6 +309,19 @@ class ReproductionSettings:
             kept = "successful" if self.data_filter == "success" else self.data_filter
             return f"single-turn SFT on {kept} first answers ('Classic'), {source}"
         return source
+
+    def held_out(self, *, progress: bool = True) -> HeldOutProtocol:
+        """The held-out evaluation of every row (`HeldOutProtocol`)."""
+        return HeldOutProtocol(
+            env_id=self.env_id,
+            env_kwargs=self.env_kwargs,
+            num_problems=self.eval_problems,
+            max_turns=self.max_turns,
+            history_window=self.history_window,
+            max_new_tokens=self.max_new_tokens,
+            seed=self.seed,
+            progress=progress,
+        )
 
     def rise_config(self) -> RISEConfig:
         """The `RISEConfig` of the RISE run, written under ``output/rise-RUN``."""
@@ -398,8 +500,8 @@ def run_reproduction(
     """
     started = time.perf_counter()
     k = settings.max_turns
-    greedy = SamplingParams(max_new_tokens=settings.max_new_tokens)
-    sampled = replace(greedy, temperature=PARALLEL_TEMPERATURE, seed=settings.seed)
+    protocol = settings.held_out(progress=progress)
+    greedy = protocol.greedy
     config = settings.rise_config()
     expert = None
     if settings.improvement == "expert":
@@ -427,33 +529,15 @@ def run_reproduction(
         records: Path | None = None,
         env_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        evaluation = evaluate(
-            settings.env_id,
-            agent,
-            num_problems=settings.eval_problems,
-            max_turns=turns,
-            seed=settings.seed,
-            env_kwargs={
-                **settings.env_kwargs,
-                **(env_kwargs or {}),
-                "split": "test",
-                "history_window": settings.history_window,
-            },
-            output=records or settings.output / "eval" / f"{name}.jsonl",
-            progress=progress,
+        output = records or settings.output / "eval" / f"{name}.jsonl"
+        rows[row], transitions[row] = protocol.sequential(
+            agent, output, turns=turns, env_kwargs=env_kwargs
         )
-        rows[row] = evaluation.metrics
-        if f"m1@t{turns}" in rows[row]:  # no oracle stop: the vote after every turn
-            for turn in range(2, turns):
-                rows[row][f"m1@t{turn}"] = majority_at_turns(evaluation.records, turn)
-        transitions[row] = turn_transitions(evaluation.records)
         write_so_far()
 
     def score_parallel(row: str, adapter: str | None, name: str) -> None:
-        score(row, ParallelSampling(rise.llm, k, sampled, adapter=adapter), name)
-        # only mk@t1 and pk@t1: its p1@t1 and m1@t1 would restate the vote of k samples
-        rows[row] = {column: rows[row][column] for column in (f"m{k}@t1", f"p{k}@t1")}
-        del transitions[row]
+        output = settings.output / "eval" / f"{name}.jsonl"
+        rows[row] = protocol.parallel(rise.llm, output, adapter=adapter)
         write_so_far()
 
     def write_so_far() -> Reproduction:
