@@ -87,6 +87,18 @@ def test_learn_runs_every_step_writes_every_artifact_and_resumes(
     assert agent.adapter == str(run / "iteration-1" / "model")
     assert [h["folder"] for h in agent.history] == [str(run / "boost"), str(run / "iteration-1")]
 
+    # the tokens spent making the data: every rollout turn, every relabelling sample
+    tokens = json.loads((run / "iteration-1" / "generated_tokens.json").read_text())
+    rollouts = [
+        json.loads(line)
+        for line in (run / "iteration-1" / "rollouts.jsonl").read_text().splitlines()
+    ]
+    turns = [turn for record in rollouts for turn in record["turns"]]
+    assert tokens["collection"] == sum(turn["generated_tokens"] for turn in turns) > 0
+    contexts = {json.dumps(state["conversation"]) for state in states}
+    assert len(contexts) <= tokens["relabelling"] <= len(contexts) * 3 * 4  # n=3, 4 tokens
+    assert agent.generated_tokens == tokens["collection"] + tokens["relabelling"]
+
     # the boost phase raised the likelihood of the reference solutions it trained on
     from rise_gym import make
 
@@ -102,6 +114,7 @@ def test_learn_runs_every_step_writes_every_artifact_and_resumes(
     again = make_agent(tiny_model_dir, tmp_path, llm).learn(ENV, ENV_KWARGS)
     assert llm.calls == calls
     assert again.adapter == agent.adapter
+    assert again.generated_tokens == agent.generated_tokens
 
 
 def test_expert_improvement_needs_an_expert(tiny_model_dir, tmp_path):

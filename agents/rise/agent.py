@@ -38,6 +38,8 @@ from rise_gym.spaces import Conversation
 
 logger = logging.getLogger(__name__)
 
+TOKENS_FILE = "generated_tokens.json"
+
 
 class RISEAgent(SequentialRetry):
     """A model that improves its answer over turns, trained with RISE.
@@ -57,6 +59,12 @@ class RISEAgent(SequentialRetry):
     Started by ``accelerate launch`` (or torchrun) on several processes, every process
     trains (data parallel); the main process alone rolls out, relabels and evaluates,
     and the others read its files (`main_process_first`).
+
+    Attributes:
+        generated_tokens: Tokens generated to make the training data after `learn`:
+            the rollouts and the self-distillation samples of every iteration (an
+            expert's samples too), as written to each iteration's
+            ``generated_tokens.json``; comparable with `MultiTurnGRPO.generated_tokens`.
     """
 
     name = "rise"
@@ -109,6 +117,7 @@ class RISEAgent(SequentialRetry):
         self.collector = collector
         self.load_model = load_model or (lambda folder: LazyLLM(partial(make_llm, folder)))
         self.history: list[dict[str, Any]] = []
+        self.generated_tokens = 0
 
     def learn(self, env_id: str, env_kwargs: dict[str, Any] | None = None) -> RISEAgent:
         """Boost, then run the RISE iterations on ``env_id``'s train split.
@@ -131,11 +140,13 @@ class RISEAgent(SequentialRetry):
             self._train(boost_examples, boost_dir)
             self._evaluate(env_id, env_kwargs, boost_dir)
         states: list[VisitedState] = []
+        self.generated_tokens = 0
         for iteration in range(1, self.config.iterations + 1):
             folder = self.config.output_dir / f"iteration-{iteration}"
             with main_process_first():
                 seed = self.config.seed + iteration
                 states += self._collect(env_id, env_kwargs, folder, seed=seed)
+            self.generated_tokens += sum(iteration_tokens(folder).values())
             self._train(boost_examples + self._weighted_examples(states), folder)
             self._evaluate(env_id, env_kwargs, folder)
         return self
@@ -202,7 +213,7 @@ class RISEAgent(SequentialRetry):
         ``all_turns`` relabels every visited state, ``second_turn`` only turn 2.
         """
         states_file = folder / "states.jsonl"
-        if states_file.exists():
+        if states_file.exists():  # written last, after generated_tokens.json
             return [
                 _state_from_dict(json.loads(line)) for line in states_file.read_text().splitlines()
             ]
@@ -239,20 +250,25 @@ class RISEAgent(SequentialRetry):
         kept = [r for r in records if not (self.config.drop_degrading and degrades(r))]
         states = [state for record in kept for state in replay_states(env, record)]
         wanted = [s for s in states if shape != "second_turn" or s.turn == 2]
-        self._relabel(wanted, env, seed)
+        tokens = {
+            "collection": sum(turn.generated_tokens for r in records for turn in r.turns),
+            "relabelling": self._relabel(wanted, env, seed),
+        }
         folder.mkdir(parents=True, exist_ok=True)
+        (folder / TOKENS_FILE).write_text(json.dumps(tokens) + "\n")
         partial = states_file.with_suffix(".partial")
         partial.write_text("".join(json.dumps(asdict(state)) + "\n" for state in states))
         partial.replace(states_file)
         logger.info("%s: %s", folder, _relabel_summary(states))
         return states
 
-    def _relabel(self, states: Sequence[VisitedState], env: MultiTurnEnv, seed: int) -> None:
+    def _relabel(self, states: Sequence[VisitedState], env: MultiTurnEnv, seed: int) -> int:
         """Draw ``num_samples`` actions per distinct context and keep the best.
 
         The context is the state itself or, with ``relabel_context="problem"``, the
         problem's opening prompt. One batched call; states with the same context (a
         model repeating its answer, or every state of a problem) share one draw.
+        Returns the tokens the draws generated.
         """
         groups: dict[str, list[VisitedState]] = {}
         contexts: dict[str, Conversation] = {}
@@ -262,7 +278,7 @@ class RISEAgent(SequentialRetry):
             groups.setdefault(key, []).append(state)
             contexts.setdefault(key, context)
         if not groups:
-            return
+            return 0
         improver = self.expert or self.collector or self.llm
         params = replace(
             self.params,
@@ -288,6 +304,7 @@ class RISEAgent(SequentialRetry):
             best = pick_best(generation.texts, partial(env.grade, problem=problem))
             for state in group:
                 state.improved = best
+        return sum(generation.num_tokens for generation in generations)
 
     def _relabel_context(self, state: VisitedState) -> Conversation:
         """The conversation the improver answers for ``state`` (see `_relabel`).
@@ -374,6 +391,15 @@ def main_process_first() -> Iterator[bool]:
     state = PartialState(cpu=cpu_only())  # as the Trainer will: gloo on CPU
     with state.main_process_first():
         yield state.is_main_process
+
+
+def iteration_tokens(folder: Path) -> dict[str, int]:
+    """The tokens an iteration generated, ``{"collection": ..., "relabelling": ...}``.
+
+    Empty for an iteration collected by a release that did not count them.
+    """
+    path = Path(folder) / TOKENS_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def _relabel_summary(states: Sequence[VisitedState]) -> str:
