@@ -87,6 +87,12 @@ def test_reproduction_writes_every_row_and_gap_and_resumes(
     assert "| agent | p1@t1 | p1@t2 | p1@t3 | m1@t1 | m1@t2 | m1@t3 | m3@t1 | p3@t1 |" in table
     assert (run / "rise-self" / "iteration-2" / "model" / "adapter_config.json").exists()
     assert (run / "eval" / "rise-self-iteration-2-parallel.jsonl").exists()
+    spent = [
+        json.loads((run / "rise-self" / f"iteration-{i}" / "generated_tokens.json").read_text())
+        for i in (1, 2)
+    ]
+    assert results["generated_tokens"] == sum(sum(t.values()) for t in spent) > 0
+    assert f"RISE generated {results['generated_tokens']} tokens" in table
     for row, counts in results["transitions"].items():  # 3 problems x 2 turn pairs
         assert "parallel" not in row
         assert counts["transitions"] == 3 * (1 if "self-refine" in row else 2)
@@ -97,6 +103,7 @@ def test_reproduction_writes_every_row_and_gap_and_resumes(
     assert len(episodes) >= 8  # 4 evaluations, boost and iteration evals, rollouts, states
     second = run_reproduction(settings, progress=False)
     assert second.rows == first.rows
+    assert second.generated_tokens == first.generated_tokens
     assert {path: path.read_bytes() for path in run.rglob("*.jsonl")} == episodes
 
 

@@ -376,12 +376,16 @@ class Reproduction:
         transitions: For every sequential row, the consecutive-turn pairs in which a
             right answer turns wrong and a wrong one right (`turn_transitions`).
         minutes: Wall-clock minutes of the call that produced them.
+        generated_tokens: Tokens RISE generated to make its training data (rollouts and
+            relabelling samples of all iterations, `RISEAgent.generated_tokens`); 0
+            before training.
     """
 
     settings: ReproductionSettings
     rows: dict[str, dict[str, Estimate]]
     transitions: dict[str, dict[str, int]]
     minutes: float
+    generated_tokens: int = 0
 
     @property
     def columns(self) -> list[str]:
@@ -433,6 +437,8 @@ class Reproduction:
             f"problems, {settings.model or DEFAULT_MODEL} ({settings.backend}), "
             f"{self.minutes:.1f} minutes in this call (steps finished earlier are reused)"
         )
+        if self.generated_tokens:
+            lines.append(f"RISE generated {self.generated_tokens} tokens to make its data")
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
@@ -449,6 +455,7 @@ class Reproduction:
             "improvement": self.settings.improvement_label,
             "settings": asdict(self.settings),
             "minutes": self.minutes,
+            "generated_tokens": self.generated_tokens,
         }
 
     def write(self, folder: Path) -> None:
@@ -542,7 +549,9 @@ def run_reproduction(
 
     def write_so_far() -> Reproduction:
         minutes = (time.perf_counter() - started) / 60
-        reproduction = Reproduction(settings, dict(rows), dict(transitions), minutes)
+        reproduction = Reproduction(
+            settings, dict(rows), dict(transitions), minutes, rise.generated_tokens
+        )
         reproduction.write(settings.output)
         return reproduction
 
