@@ -11,7 +11,7 @@ recorded episodes in which each answer's correctness is known::
 
     scorer = train_answer_scorer("runs/train.jsonl")
     print(evaluate_selection("runs/test.jsonl", scorer))   # beside "majority", "oracle"
-    scorer.save("runs/scorer")                            # rise-gym leaderboard --learned-rule
+    scorer.save("runs/scorer")          # rise-gym leaderboard --stopping-policy runs/scorer
 
 Features of an answer among the first k turns (`ANSWER_FEATURES`; each in [0, 1]):
 
