@@ -52,7 +52,12 @@ from pathlib import Path
 
 import numpy as np
 
-from rise_gym.envs.stopping import DEFAULT_LENGTH_SCALE, EpisodeSource, load_episodes
+from rise_gym.envs.stopping import (
+    DEFAULT_LENGTH_SCALE,
+    EpisodeSource,
+    load_episodes,
+    token_probability,
+)
 from rise_gym.metrics import majority_answer
 from rise_gym.records import TurnRecord
 from rise_gym.selection import Choice
@@ -153,7 +158,7 @@ def answer_features(
     distinct = list(dict.fromkeys(a for a in answers if a is not None))
     answered = len(answers) - answers.count(None)
     majority = majority_answer(answers, prefer="last")
-    probabilities = [_token_probability(turn) for turn in turns]
+    probabilities = [token_probability(turn) for turn in turns]
     known = [p for p in probabilities if p is not None]
     episode_probability = sum(known) / len(known) if known else 0.0
     representatives, rows = [], []
@@ -373,11 +378,6 @@ def _feature_columns(features: Sequence[str]) -> list[int]:
             f"unknown or no answer features {unknown}; choose from {list(ANSWER_FEATURES)}"
         )
     return [ANSWER_FEATURES.index(name) for name in features]
-
-
-def _token_probability(turn: TurnRecord) -> float | None:
-    logprob = turn.metadata.get("mean_logprob")
-    return None if logprob is None else math.exp(min(float(logprob), 0.0))
 
 
 def _longest_run(positions: Sequence[int]) -> int:

@@ -253,3 +253,11 @@ def test_importing_the_stopping_modules_loads_no_torch():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_doctests():
+    import doctest
+
+    import rise_gym.envs.stopping
+
+    assert doctest.testmod(rise_gym.envs.stopping).failed == 0

@@ -294,6 +294,16 @@ def load_episodes(
     return records, max_turns
 
 
+def token_probability(turn: TurnRecord) -> float | None:
+    """A turn's per-token probability: exp(``metadata["mean_logprob"]``), None without it.
+
+    >>> token_probability(TurnRecord(1, "r", "4", True, metadata={"mean_logprob": 0.0}))
+    1.0
+    """
+    logprob = turn.metadata.get("mean_logprob")
+    return None if logprob is None else math.exp(min(float(logprob), 0.0))
+
+
 def episode_features(
     turns: Sequence[TurnRecord], *, max_turns: int, length_scale: float = DEFAULT_LENGTH_SCALE
 ) -> np.ndarray:
@@ -317,7 +327,7 @@ def episode_features(
         answer, earlier = turn.answer, answers[:position]
         votes = [a for a in answers[: position + 1] if a is not None]
         majority = majority_answer(answers[: position + 1], prefer="last")
-        logprob = turn.metadata.get("mean_logprob")
+        probability = token_probability(turn)
         rows.append(
             (
                 (position + 1) / max_turns,
@@ -327,8 +337,8 @@ def episode_features(
                 answer is None,
                 min(len(turn.response) / length_scale, 1.0),
                 turn.metadata.get("finish_reason") == "length",
-                logprob is not None,
-                math.exp(min(float(logprob), 0.0)) if logprob is not None else 0.0,
+                probability is not None,
+                probability or 0.0,
                 votes.count(answer) / len(votes) if answer is not None else 0.0,
                 majority is not None and answers[majority] == answer,
                 len(set(votes)) / (position + 1),
