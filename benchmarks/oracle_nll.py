@@ -34,12 +34,9 @@ base model. Sampling uses the same seed at every step (common random numbers).
 
 Rerunning with the same ``--output`` reuses the trained adapters (`train_rwr` resumes or
 returns a finished run of the same examples and settings; other settings need another
-folder). The default run samples about 75k tokens and trains 2 x 24 steps of 8 examples,
-an estimated 5-8 minutes on two free CPU cores (from the generation and training
-throughputs in docs/results.md, not measured).
-
-Measured: not yet at the default settings (the development machine's two cores were
-saturated by other jobs when this script was written); the tiny-model test
+folder). The default run samples about 75k tokens and trains 2 x 24 steps of 8 examples:
+16 minutes on two CPU cores shared with two other jobs. Its figures and their reading:
+docs/reproduction.md (the oracle response's NLL); the tiny-model test
 (tests/test_oracle_nll.py) checks the pipeline end to end.
 """
 
