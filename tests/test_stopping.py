@@ -260,4 +260,6 @@ def test_doctests():
 
     import rise_gym.envs.stopping
 
-    assert doctest.testmod(rise_gym.envs.stopping).failed == 0
+    results = doctest.testmod(rise_gym.envs.stopping)
+    assert results.attempted > 0  # the examples are still there
+    assert results.failed == 0
